@@ -1,0 +1,35 @@
+# make run  : create .venv, install, migrate, start the main job (web + scheduler) on embedded defaults
+# make test : create .venv, install with test extras, validate the shipped templates, run the whole suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install bench validate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/nurture db upgrade
+	$(BIN)/nurture run
+
+validate: install
+	$(BIN)/nurture templates validate
+
+test: install validate
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/bench_render.py
+	$(BIN)/python bench/bench_signup.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

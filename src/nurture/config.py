@@ -1,0 +1,222 @@
+"""Settings from ``NURTURE_*`` environment variables, built once by an entry point and passed in.
+
+Nothing here runs at import time: ``load_settings()`` is called by the CLI and the tests, and a
+bad value becomes one :class:`ConfigError` line naming the variable instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from dotenv import dotenv_values
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "NURTURE_"
+DEV_SECRET_FILE = Path(".nurture-dev-secret")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True, populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_other_sources):
+        # load_settings() reads the environment (or an injected mapping) itself, so that tests
+        # can pass a mapping without the process environment leaking in.
+        return (init_settings,)
+
+    env: Literal["dev", "production"] = "dev"
+    database_url: str = "sqlite:///subscribers.db"
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr | None = None
+
+    # Mail
+    smtp_url: str | None = None
+    smtp_pool_size: int = Field(4, ge=1, le=64)
+    smtp_timeout: float = Field(30.0, gt=0)
+    rate_per_second: float = Field(0.0, ge=0, description="0 means no limit")
+    rate_per_hour: int = Field(0, ge=0, description="0 means no limit")
+    max_attempts: int = Field(6, ge=1, le=50)
+    resend_unknown: bool = True
+    mail_from: str = Field("Clearwater Psychiatry <care@clearwater-psychiatry.example>", alias="NURTURE_FROM")
+    outbox_dir: Path = Path("outbox")
+    dev_recipient: str | None = None
+    dkim_key_file: Path | None = None
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+
+    # The clinic
+    clinic_name: str = "Clearwater Psychiatry"
+    postal_address: str = "Clearwater Psychiatry, 200 Lakeview Avenue, Suite 310, Madison, WI 53703, USA"
+    clinic_phone: str = "(608) 555-0142"
+    website_url: str = "https://clearwater-psychiatry.example"
+    consultation_url: str = "https://clearwater-psychiatry.example/consultation"
+    timezone: str = "America/Chicago"
+    templates_dir: Path = Path("templates/emails")
+    sequence: str = "nurture"
+
+    # Scheduling
+    send_window: str = "09:00-17:00"
+    send_interval: int = Field(15, ge=1, le=1440, description="minutes between scheduler runs")
+
+    # Web
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    subscribe_rate: str = "20/minute"
+    confirmations_per_day: int = Field(3, ge=1, le=20)
+    admin_password: SecretStr | None = None
+    log_level: str = "INFO"
+
+    @field_validator("base_url", "website_url", "consultation_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://clinic.example")
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as America/New_York") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError("must be sqlite:///file.db or postgresql+psycopg://user@host/db")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("must look like smtp://user:pass@host:587?starttls=1 or smtps://host:465")
+        return value
+
+    @field_validator("send_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+    @field_validator("subscribe_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == "dev"
+
+    @property
+    def send_window_hours(self) -> tuple[int, int]:
+        """The local send window as minutes-since-midnight (start, end)."""
+        return parse_window(self.send_window)
+
+    @property
+    def subscribe_limit(self) -> tuple[int, float]:
+        return parse_rate(self.subscribe_rate)
+
+    @property
+    def secret(self) -> str:
+        assert self.secret_key is not None, "load_settings() always fills secret_key"
+        return self.secret_key.get_secret_value()
+
+
+def parse_window(value: str) -> tuple[int, int]:
+    """``"09:00-17:00"`` -> (540, 1020), minutes since local midnight."""
+    try:
+        start, end = (_minutes(part) for part in value.split("-"))
+    except ValueError:
+        raise ValueError("must look like 09:00-17:00") from None
+    if not start < end:
+        raise ValueError("the window must start before it ends, within one day")
+    return start, end
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.strip().split(":")
+    h, m = int(hours), int(minutes)
+    if not (0 <= h <= 24 and 0 <= m < 60 and h * 60 + m <= 1440):
+        raise ValueError(hhmm)
+    return h * 60 + m
+
+
+_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+
+def parse_rate(value: str) -> tuple[int, float]:
+    """``"20/minute"`` -> (20, 60.0): at most 20 requests per 60 seconds."""
+    try:
+        count, period = value.split("/")
+        limit, seconds = int(count), _PERIODS[period.strip()]
+    except (ValueError, KeyError):
+        raise ValueError("must look like 20/minute (second, minute or hour)") from None
+    if limit < 1:
+        raise ValueError("the count must be at least 1")
+    return limit, seconds
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, env_file: str | None = ".env") -> Settings:
+    """Build settings from ``environ`` (default: the process environment and ``.env``).
+
+    Raises ConfigError with one line that names the offending variable.
+    """
+    if environ is None:
+        from_file = dotenv_values(env_file) if env_file and Path(env_file).exists() else {}
+        environ = {**{k: v for k, v in from_file.items() if v is not None}, **os.environ}
+    values = {key[len(PREFIX):].lower(): val for key, val in environ.items() if key.startswith(PREFIX)}
+    if "from" in values:
+        values["NURTURE_FROM"] = values.pop("from")
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    if settings.secret_key is None:
+        if not settings.is_dev:
+            raise ConfigError("NURTURE_SECRET_KEY: required when NURTURE_ENV=production")
+        settings = settings.model_copy(update={"secret_key": SecretStr(_dev_secret())})
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    name = field if field.startswith(PREFIX) else PREFIX + field.upper()
+    message = error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    shown = f" (got {given!r})" if isinstance(given, str) and "secret" not in field.lower() else ""
+    return f"{name}: {message}{shown}"
+
+
+def _dev_secret() -> str:
+    """A per-checkout key for development, so tokens survive restarts; never used in production."""
+    if DEV_SECRET_FILE.exists():
+        return DEV_SECRET_FILE.read_text().strip()
+    key = secrets.token_urlsafe(32)
+    DEV_SECRET_FILE.write_text(key + "\n")
+    DEV_SECRET_FILE.chmod(0o600)
+    warnings.warn(
+        f"NURTURE_SECRET_KEY is not set: generated a development key in {DEV_SECRET_FILE}", stacklevel=2
+    )
+    return key

@@ -1,0 +1,24 @@
+"""The public URLs that go into emails, built from the base URL and signed tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from nurture.tokens import Tokens
+
+
+@dataclass(frozen=True)
+class Links:
+    base_url: str
+    tokens: Tokens
+
+    def confirm(self, subscriber_id: int, round_: int, now: datetime) -> str:
+        return f"{self.base_url}/confirm/{self.tokens.confirm(subscriber_id, round_, now)}"
+
+    def unsubscribe(self, subscriber_id: int) -> str:
+        return f"{self.base_url}/unsubscribe/{self.tokens.unsubscribe(subscriber_id)}"
+
+    def preferences(self, subscriber_id: int) -> str:
+        # The unsubscribe page is also the preferences page: a GET never changes anything.
+        return f"{self.unsubscribe(subscriber_id)}#choices"

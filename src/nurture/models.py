@@ -1,0 +1,155 @@
+"""The tables, nothing else. Rules live in subscribers.py, outbox.py and friends."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# SQLite keeps BIGINT primary keys from auto-incrementing; use INTEGER there.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, on SQLite (which stores naive text) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; pass an aware UTC datetime")
+        return value
+
+    def process_result_value(self, value, dialect):
+        from datetime import timezone
+
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc) if value is not None else None
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Status(str, enum.Enum):
+    pending = "pending"
+    confirmed = "confirmed"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    complained = "complained"
+    erased = "erased"
+
+
+class OutboxState(str, enum.Enum):
+    queued = "queued"
+    sending = "sending"
+    sent = "sent"
+    retry = "retry"
+    failed = "failed"
+    unknown = "unknown"
+    suppressed = "suppressed"
+    cancelled = "cancelled"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as plain strings with a CHECK, so adding a state is a small migration on both databases.
+    return Enum(cls, name=name, native_enum=False, create_constraint=True, length=16)
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    # Normalised address; NULL once erased. Uniqueness is on email_hash, which survives erasure
+    # as the tombstone that keeps an erased address suppressed.
+    email: Mapped[str | None] = mapped_column(String(254))
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64))
+    status: Mapped[Status] = mapped_column(_enum(Status, "subscriber_status"), index=True)
+    wants_series: Mapped[bool] = mapped_column(default=True)
+    wants_newsletter: Mapped[bool] = mapped_column(default=True)
+    sequence: Mapped[str] = mapped_column(String(64), default="nurture")
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    status_changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Increases with each double opt-in round, so each confirmation email has its own outbox key.
+    confirm_round: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ConsentEvent(Base):
+    """The consent ledger: append-only, one row per consent given or withdrawn."""
+
+    __tablename__ = "consent_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # signup, confirm, withdraw, import
+    scope: Mapped[str] = mapped_column(String(16), default="all")  # all, series, newsletter
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    source: Mapped[str] = mapped_column(String(64))  # signup-form, json-api, one-click, import:<source>
+    wording: Mapped[str | None] = mapped_column(Text)
+    wording_version: Mapped[str | None] = mapped_column(String(32))
+
+
+class OutboxMessage(Base):
+    """One message for one subscriber. The (subscriber, key) pair is unique: that is what makes
+    re-running anything safe. Keys: ``seq:<sequence>:<step>``, ``bcast:<id>``, ``sys:confirm:<n>``."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "key", name="uq_outbox_subscriber_key"),
+        Index("ix_outbox_state_due", "state", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(128))
+    template: Mapped[str] = mapped_column(String(255))
+    state: Mapped[OutboxState] = mapped_column(_enum(OutboxState, "outbox_state"))
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # How many attempts ended with no SMTP reply after DATA; such a message may or may not have
+    # arrived, so it is resent at most once (with the same Message-ID).
+    unknowns: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    smtp_reply: Mapped[str | None] = mapped_column(String(512))
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    track_opens: Mapped[bool] = mapped_column(default=False)
+
+
+class Event(Base):
+    """What happened, for reports: sent, delivered, opened, clicked, unsubscribed, bounced, complained."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_kind_time", "kind", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    detail: Mapped[str | None] = mapped_column(String(512))

@@ -1,0 +1,258 @@
+"""The outbox: the one path every email takes (confirmation, sequence step, broadcast).
+
+A row per (subscriber, key), unique, so enqueueing twice is harmless. A worker claims a batch in
+one short transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE``
+serialises claimers), marks it ``sending`` with a lease, and records each outcome afterwards in
+another short transaction. Nothing holds a transaction open across SMTP. A worker that dies
+leaves rows whose lease expires; the next claim picks them up and sends the same message again
+(same Message-ID), which is the only way a duplicate can happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from nurture.models import Event, OutboxMessage, OutboxState, Status, Subscriber
+
+DEFAULT_LEASE = timedelta(minutes=5)
+_OPEN = (OutboxState.queued, OutboxState.retry, OutboxState.unknown)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed message and what rendering it needs to know about its subscriber."""
+
+    id: int
+    key: str
+    template: str
+    attempts: int
+    track_opens: bool
+    subscriber_id: int
+    email: str
+    first_name: str | None
+    timezone: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened when a claimed message was handed to the transport."""
+
+    id: int
+    state: OutboxState  # sent, retry, failed, unknown
+    reply: str | None = None
+    next_attempt_at: datetime | None = None
+    bounced: bool = False  # the reply says the address does not exist
+
+
+def enqueue(
+    session: Session,
+    *,
+    subscriber_id: int,
+    key: str,
+    template: str,
+    due_at: datetime,
+    now: datetime,
+    track_opens: bool = False,
+) -> None:
+    """Queue one message unless the subscriber already has one with this key."""
+    enqueue_many(session, [dict(subscriber_id=subscriber_id, key=key, template=template, due_at=due_at,
+                                track_opens=track_opens)], now=now)
+
+
+def enqueue_many(session: Session, rows: Sequence[dict], *, now: datetime) -> None:
+    """Queue many messages in one statement; rows that exist already are left alone."""
+    if not rows:
+        return
+    values = [
+        {"track_opens": False, **row, "state": OutboxState.queued, "created_at": now, "attempts": 0, "unknowns": 0}
+        for row in rows
+    ]
+    dialect = session.get_bind().dialect.name
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(OutboxMessage)
+    session.execute(statement.on_conflict_do_nothing(index_elements=["subscriber_id", "key"]), values)
+
+
+def wanted(key: str, status: Status, wants_series: bool, wants_newsletter: bool) -> bool:
+    """Does the subscriber still want this message? Checked again at claim time and just before
+    sending, so a withdrawal committed before either always wins."""
+    if key.startswith("sys:confirm:"):
+        return status is Status.pending
+    if status is not Status.confirmed:
+        return False
+    if key.startswith("seq:"):
+        return wants_series
+    if key.startswith("bcast:"):
+        return wants_newsletter
+    return True
+
+
+def claim_batch(
+    session: Session,
+    *,
+    worker: str,
+    now: datetime,
+    limit: int,
+    lease: timedelta = DEFAULT_LEASE,
+    resend_unknown: bool = True,
+    key_prefix: str | None = None,
+) -> tuple[list[Claim], int]:
+    """Claim up to ``limit`` due messages for ``worker``; suppress those no longer wanted.
+
+    Returns the claims and how many rows were suppressed instead."""
+    due = or_(
+        and_(OutboxMessage.state.in_((OutboxState.queued, OutboxState.retry)), OutboxMessage.due_at <= now),
+        and_(OutboxMessage.state == OutboxState.sending, OutboxMessage.lease_until < now),
+    )
+    if resend_unknown:
+        due = or_(due, and_(OutboxMessage.state == OutboxState.unknown, OutboxMessage.unknowns < 2,
+                            OutboxMessage.due_at <= now))
+    query = (
+        select(
+            OutboxMessage.id, OutboxMessage.key, OutboxMessage.template, OutboxMessage.attempts,
+            OutboxMessage.track_opens, Subscriber.id, Subscriber.email, Subscriber.first_name,
+            Subscriber.timezone, Subscriber.status, Subscriber.wants_series, Subscriber.wants_newsletter,
+        )
+        .join(Subscriber, Subscriber.id == OutboxMessage.subscriber_id)
+        .where(due)
+        .order_by(OutboxMessage.due_at, OutboxMessage.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=OutboxMessage)
+    )
+    if key_prefix:
+        query = query.where(OutboxMessage.key.startswith(key_prefix))
+    claims: list[Claim] = []
+    unwanted: list[int] = []
+    for row in session.execute(query):
+        (oid, key, template, attempts, track, sid, email, first, zone, status, series, news) = row
+        if email is None or not wanted(key, status, series, news):
+            unwanted.append(oid)
+            continue
+        claims.append(Claim(oid, key, template, attempts + 1, track, sid, email, first, zone))
+    if unwanted:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(unwanted))
+            .values(state=OutboxState.suppressed, worker=None, lease_until=None)
+        )
+    if claims:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_([c.id for c in claims]))
+            .values(
+                state=OutboxState.sending,
+                worker=worker,
+                lease_until=now + lease,
+                attempts=OutboxMessage.attempts + 1,
+            )
+        )
+    return claims, len(unwanted)
+
+
+def still_wanted(session: Session, claims: Iterable[Claim]) -> set[int]:
+    """Ids of the claims whose subscriber still wants them, in one query (the pre-send check)."""
+    claims = list(claims)
+    if not claims:
+        return set()
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.status, Subscriber.wants_series, Subscriber.wants_newsletter).where(
+            Subscriber.id.in_({c.subscriber_id for c in claims})
+        )
+    )
+    by_id = {sid: (status, series, news) for sid, status, series, news in rows}
+    return {c.id for c in claims if c.subscriber_id in by_id and wanted(c.key, *by_id[c.subscriber_id])}
+
+
+def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, worker: str, now: datetime) -> None:
+    """Write what the transport said, in one transaction per call (a small group of messages)."""
+    for outcome in outcomes:
+        values: dict = {"state": outcome.state, "smtp_reply": _clip(outcome.reply), "worker": None,
+                        "lease_until": None}
+        if outcome.state is OutboxState.sent:
+            values["sent_at"] = now
+        elif outcome.state is OutboxState.unknown:
+            values["unknowns"] = OutboxMessage.unknowns + 1
+            values["due_at"] = outcome.next_attempt_at or now
+            values["last_error"] = _clip(outcome.reply)
+        elif outcome.state in (OutboxState.retry, OutboxState.failed):
+            values["last_error"] = _clip(outcome.reply)
+            if outcome.next_attempt_at:
+                values["due_at"] = outcome.next_attempt_at
+        session.execute(update(OutboxMessage).where(OutboxMessage.id == outcome.id).values(**values))
+    events = [
+        {"kind": _EVENT_KINDS[o.state], "created_at": now, "outbox_id": o.id, "detail": _clip(o.reply)}
+        for o in outcomes
+        if o.state in _EVENT_KINDS
+    ]
+    if events:
+        subscriber_of = dict(
+            session.execute(
+                select(OutboxMessage.id, OutboxMessage.subscriber_id).where(
+                    OutboxMessage.id.in_([e["outbox_id"] for e in events])
+                )
+            ).all()
+        )
+        for event in events:
+            event["subscriber_id"] = subscriber_of.get(event["outbox_id"])
+        session.execute(insert(Event), events)
+
+
+_EVENT_KINDS = {OutboxState.sent: "sent", OutboxState.failed: "failed"}
+
+
+def suppress_unwanted(session: Session, ids: Iterable[int]) -> None:
+    """Claimed messages whose subscriber withdrew after the claim: never sent."""
+    ids = list(ids)
+    if ids:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids))
+            .values(state=OutboxState.suppressed, worker=None, lease_until=None)
+        )
+
+
+def release(session: Session, *, worker: str) -> int:
+    """Give back this worker's claims that were never handed to the transport (graceful stop)."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.worker == worker, OutboxMessage.state == OutboxState.sending)
+        .values(state=OutboxState.queued, worker=None, lease_until=None, attempts=OutboxMessage.attempts - 1)
+    )
+    return result.rowcount or 0
+
+
+def cancel_pending(session: Session, subscriber_id: int, prefixes: tuple[str, ...], *, now: datetime) -> None:
+    """Suppress queued messages with these key prefixes (an unsubscribe or a bounce)."""
+    if not prefixes:
+        return
+    session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.subscriber_id == subscriber_id,
+            OutboxMessage.state.in_(_OPEN),
+            or_(*(OutboxMessage.key.startswith(p) for p in prefixes)),
+        )
+        .values(state=OutboxState.suppressed)
+    )
+
+
+def record_event(
+    session: Session,
+    kind: str,
+    now: datetime,
+    *,
+    subscriber_id: int | None = None,
+    outbox_id: int | None = None,
+    detail: str | None = None,
+) -> None:
+    session.add(Event(kind=kind, created_at=now, subscriber_id=subscriber_id, outbox_id=outbox_id,
+                      detail=_clip(detail)))
+
+
+def _clip(text: str | None, limit: int = 500) -> str | None:
+    return None if text is None else text[:limit]

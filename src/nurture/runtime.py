@@ -1,0 +1,94 @@
+"""Builds the real parts from Settings: engine, renderer, transport, sender. Entry points only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from nurture.config import Settings
+from nurture.db import make_engine, session_factory
+from nurture.links import Links
+from nurture.messages import Dkim, sender_domain
+from nurture.ratelimit import Pacer
+from nurture.rendering import Renderer
+from nurture.sender import MailSettings, Sender
+from nurture.tokens import Tokens
+from nurture.transports import MaildirTransport, SmtpConfig, SmtpPool, Transport
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    transport_override: Transport | None = None
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(self.engine)
+
+    @cached_property
+    def tokens(self) -> Tokens:
+        return Tokens(self.settings.secret)
+
+    @cached_property
+    def links(self) -> Links:
+        return Links(self.settings.base_url, self.tokens)
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        s = self.settings
+        clinic = {"name": s.clinic_name, "postal_address": s.postal_address, "phone": s.clinic_phone,
+                  "website_url": s.website_url}
+        return Renderer(s.templates_dir, clinic=clinic, base_url=s.base_url,
+                        consultation_url=s.consultation_url)
+
+    @cached_property
+    def transport(self) -> Transport:
+        if self.transport_override is not None:
+            return self.transport_override
+        s = self.settings
+        if s.smtp_url:
+            return SmtpPool(SmtpConfig.from_url(s.smtp_url, s.smtp_timeout), size=s.smtp_pool_size)
+        return MaildirTransport(s.outbox_dir)
+
+    def mail_settings(self) -> MailSettings:
+        s = self.settings
+        dkim = None
+        if s.dkim_key_file:
+            dkim = Dkim.from_file(s.dkim_key_file, s.dkim_selector or "nurture",
+                                  s.dkim_domain or sender_domain(s.mail_from))
+        return MailSettings(
+            from_header=s.mail_from,
+            list_id=f"{s.clinic_name} <{s.sequence}.{sender_domain(s.mail_from)}>",
+            secret=s.secret,
+            max_attempts=s.max_attempts,
+            resend_unknown=s.resend_unknown,
+            dev_recipient=s.dev_recipient,
+            dkim=dkim,
+            threads=s.smtp_pool_size if s.smtp_url else 1,
+        )
+
+    def sender(self) -> Sender:
+        from nurture.journey import Planner
+
+        return Sender(
+            sessions=self.sessions,
+            renderer=self.renderer,
+            transport=self.transport,
+            links=self.links,
+            settings=self.mail_settings(),
+            planner=Planner.from_settings(self.settings),
+            pacer=Pacer(self.settings.rate_per_second, self.settings.rate_per_hour),
+        )
+
+    def close(self) -> None:
+        if "transport" in self.__dict__:
+            self.transport.close()
+        if "engine" in self.__dict__:
+            self.engine.dispose()

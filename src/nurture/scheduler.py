@@ -1,0 +1,52 @@
+"""APScheduler wiring only: run a sending pass every N minutes, coalescing missed runs."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from nurture.sender import Sender, TransportDown, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def send_job(sender: Sender, stop: threading.Event) -> None:
+    """One scheduled pass. Errors are logged, never raised: the next run tries again."""
+    try:
+        summary = sender.run_pass(utcnow(), stop=stop)
+        log.info("scheduled pass: planned %d, %s", summary.planned, summary.line())
+    except TransportDown as exc:
+        log.error("mail server unreachable; messages stay queued for the next run: %s", exc)
+    except Exception:  # noqa: BLE001 - a scheduler must survive one bad pass
+        log.exception("scheduled pass failed; the next run will try again")
+
+
+def build_scheduler(sender: Sender, interval_minutes: int, stop: threading.Event, *, blocking: bool):
+    """A scheduler with one job, running now and then every ``interval_minutes``.
+
+    One instance at a time per process (max_instances=1) and missed runs coalesce into one, so a
+    long pass or a suspended laptop never stacks passes up."""
+    cls = BlockingScheduler if blocking else BackgroundScheduler
+    scheduler = cls(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
+    scheduler.add_job(send_job, "interval", minutes=interval_minutes, args=[sender, stop], id="send-due",
+                      next_run_time=utcnow())
+    return scheduler
+
+
+def run_blocking(sender: Sender, interval_minutes: int) -> None:
+    """``nurture scheduler``: run until SIGTERM or Ctrl-C, finishing the message in flight."""
+    stop = threading.Event()
+    scheduler = build_scheduler(sender, interval_minutes, stop, blocking=True)
+
+    def shutdown(signum, _frame):
+        log.info("stopping (signal %d): finishing the message in flight, releasing claims", signum)
+        stop.set()
+        threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    scheduler.start()

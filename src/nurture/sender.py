@@ -1,0 +1,253 @@
+"""One sending pass: plan what is due, claim a batch, render, build, hand over, record.
+
+Claims are short transactions; the transport is called outside any transaction. Messages of a
+batch are sent in small chunks, each re-checked against the subscriber's current wishes just
+before it goes (one query per chunk) and recorded just after (one transaction per chunk), so an
+unsubscribe that commits mid-batch stops mail within one chunk, and a crash can only repeat the
+messages of the chunk that was in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import parseaddr
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from nurture import outbox, subscribers
+from nurture.db import transaction
+from nurture.links import Links
+from nurture.messages import Dkim, build_message, message_id, sender_domain
+from nurture.models import OutboxState, Status
+from nurture.outbox import Claim, Outcome
+from nurture.ratelimit import Pacer
+from nurture.rendering import Renderer
+from nurture.transports import NoReply, Reply, Transport, Unreachable
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE = timedelta(minutes=15)
+RETRY_FACTOR = 3  # 15 min, 45 min, 2 h 15, 6 h 45, 20 h: six attempts span about a day
+UNKNOWN_RESEND_AFTER = timedelta(minutes=10)
+_BOUNCE_STATUS = re.compile(r"\b5\.(1\.\d{1,3}|2\.1)\b")
+
+
+class TransportDown(Exception):
+    """The mail server could not be reached; nothing was marked sent, claims were released."""
+
+
+@dataclass
+class PassSummary:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    bounced: int = 0
+    suppressed: int = 0
+    unknown: int = 0
+    planned: int = 0
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.state is OutboxState.sent:
+            self.sent += 1
+        elif outcome.state is OutboxState.retry:
+            self.retried += 1
+        elif outcome.state is OutboxState.unknown:
+            self.unknown += 1
+        else:
+            self.failed += 1
+            self.bounced += outcome.bounced
+
+    def line(self) -> str:
+        return (f"sent {self.sent}, retried {self.retried}, failed {self.failed} "
+                f"(bounced {self.bounced}), suppressed {self.suppressed}, unknown {self.unknown}")
+
+
+@dataclass
+class MailSettings:
+    """What the sender needs to know, taken from Settings by the entry point."""
+
+    from_header: str
+    list_id: str
+    secret: str
+    max_attempts: int = 6
+    resend_unknown: bool = True
+    dev_recipient: str | None = None
+    dkim: Dkim | None = None
+    batch_size: int = 200
+    chunk_size: int = 20
+    threads: int = 1
+    lease: timedelta = timedelta(minutes=5)
+
+
+Planner = Callable[[Session, datetime], int]
+
+
+@dataclass
+class Sender:
+    sessions: sessionmaker[Session]
+    renderer: Renderer
+    transport: Transport
+    links: Links
+    settings: MailSettings
+    planner: Planner | None = None
+    pacer: Pacer = field(default_factory=Pacer)
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+
+    def run_pass(
+        self,
+        now: datetime,
+        *,
+        limit: int | None = None,
+        key_prefix: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> PassSummary:
+        """Send everything due at ``now`` (at most ``limit`` messages). Raises TransportDown."""
+        summary = PassSummary()
+        if self.planner is not None and key_prefix is None:
+            with transaction(self.sessions) as session:
+                summary.planned = self.planner(session, now)
+        remaining = limit
+        while remaining is None or remaining > 0:
+            if stop is not None and stop.is_set():
+                break
+            size = self.settings.batch_size if remaining is None else min(remaining, self.settings.batch_size)
+            with transaction(self.sessions) as session:
+                claims, suppressed = outbox.claim_batch(
+                    session, worker=self.worker, now=now, limit=size, lease=self.settings.lease,
+                    resend_unknown=self.settings.resend_unknown, key_prefix=key_prefix,
+                )
+            summary.suppressed += suppressed
+            if not claims and not suppressed:
+                break
+            if remaining is not None:
+                remaining -= len(claims) + suppressed
+            try:
+                self._send_batch(claims, now, summary, progress, stop)
+            finally:
+                with transaction(self.sessions) as session:
+                    outbox.release(session, worker=self.worker)
+        return summary
+
+    def _send_batch(self, claims, now, summary, progress, stop) -> None:
+        chunks = [claims[i:i + self.settings.chunk_size] for i in range(0, len(claims), self.settings.chunk_size)]
+        failure: list[BaseException] = []
+        lock = threading.Lock()
+
+        def run(chunk: list[Claim]) -> None:
+            if failure or (stop is not None and stop.is_set()):
+                return
+            try:
+                outcomes, suppressed = self._send_chunk(chunk, now)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, in the calling thread
+                failure.append(exc)
+                return
+            with lock:
+                summary.suppressed += suppressed
+                for outcome in outcomes:
+                    summary.add(outcome)
+                if progress:
+                    progress(len(chunk))
+
+        if self.settings.threads <= 1:
+            for chunk in chunks:
+                run(chunk)
+        else:
+            with ThreadPoolExecutor(self.settings.threads) as pool:
+                list(pool.map(run, chunks))
+        if failure:
+            raise failure[0]
+
+    def _send_chunk(self, chunk: list[Claim], now: datetime) -> tuple[list[Outcome], int]:
+        with transaction(self.sessions) as session:
+            wanted = outbox.still_wanted(session, chunk)
+            unwanted = [c.id for c in chunk if c.id not in wanted]
+            outbox.suppress_unwanted(session, unwanted)
+        outcomes: list[Outcome] = []
+        try:
+            for claim in chunk:
+                if claim.id in wanted:
+                    self.pacer.wait()
+                    outcomes.append(self._deliver(claim, now))
+        except Unreachable as exc:
+            raise TransportDown(str(exc)) from None
+        finally:
+            # Record what did happen even when the server went away halfway through the chunk.
+            if outcomes:
+                with transaction(self.sessions) as session:
+                    outbox.record_outcomes(session, outcomes, worker=self.worker, now=now)
+                    for outcome in outcomes:
+                        if outcome.bounced:
+                            claim = next(c for c in chunk if c.id == outcome.id)
+                            subscribers.mark_status(session, claim.subscriber_id, Status.bounced, now)
+                            outbox.record_event(session, "bounced", now, subscriber_id=claim.subscriber_id,
+                                                outbox_id=claim.id, detail=outcome.reply)
+        return outcomes, len(unwanted)
+
+    def _deliver(self, claim: Claim, now: datetime) -> Outcome:
+        data = self.build(claim, now)
+        recipient = self.settings.dev_recipient or claim.email
+        try:
+            reply = self.transport.send(_envelope_sender(self.settings.from_header), recipient, data)
+        except NoReply as exc:
+            log.warning("no reply after DATA for outbox row %s: %s", claim.id, exc)
+            return Outcome(claim.id, OutboxState.unknown, str(exc), now + UNKNOWN_RESEND_AFTER)
+        return self.classify(claim, reply, now)
+
+    def build(self, claim: Claim, now: datetime) -> bytes:
+        """The exact bytes of this outbox row's message (the same Message-ID on every attempt)."""
+        recipient = {
+            "first_name": claim.first_name or "",
+            "unsubscribe_url": self.links.unsubscribe(claim.subscriber_id),
+            "preferences_url": self.links.preferences(claim.subscriber_id),
+        }
+        is_confirmation = claim.key.startswith("sys:confirm:")
+        if is_confirmation:
+            round_ = int(claim.key.rsplit(":", 1)[1])
+            recipient = {"confirm_url": self.links.confirm(claim.subscriber_id, round_, now)}
+        rendered = self.renderer.render(claim.template, recipient)
+        return build_message(
+            rendered,
+            from_header=self.settings.from_header,
+            to=claim.email,
+            message_id=message_id(claim.id, claim.key, secret=self.settings.secret,
+                                  domain=sender_domain(self.settings.from_header)),
+            date=now,
+            unsubscribe_url=None if is_confirmation else recipient["unsubscribe_url"],
+            list_id=None if is_confirmation else self.settings.list_id,
+            dkim=self.settings.dkim,
+        )
+
+    def classify(self, claim: Claim, reply: Reply, now: datetime) -> Outcome:
+        """2xx sent; 4xx retry with backoff until max attempts; 5xx failed (5.1.x, 5.2.1: bounced)."""
+        if 200 <= reply.code < 300:
+            return Outcome(claim.id, OutboxState.sent, str(reply))
+        if 400 <= reply.code < 500 and claim.attempts < self.settings.max_attempts:
+            return Outcome(claim.id, OutboxState.retry, str(reply), now + retry_delay(claim.attempts))
+        bounced = reply.code >= 500 and bool(_BOUNCE_STATUS.search(reply.text))
+        return Outcome(claim.id, OutboxState.failed, str(reply), bounced=bounced)
+
+
+def retry_delay(attempts: int, rng: random.Random = random.Random()) -> timedelta:
+    """Exponential backoff with +-20% jitter, so a server's backlog is not hit all at once."""
+    base = RETRY_BASE * RETRY_FACTOR ** (attempts - 1)
+    return base * rng.uniform(0.8, 1.2)
+
+
+def _envelope_sender(from_header: str) -> str:
+    return parseaddr(from_header)[1]
+
+
+def utcnow() -> datetime:
+    """The clock, read only by entry points."""
+    return datetime.now(timezone.utc)

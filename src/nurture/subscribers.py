@@ -1,0 +1,237 @@
+"""The rules over subscribers: subscribe, confirm, unsubscribe, and the consent ledger.
+
+Every function takes an open Session (the caller owns the transaction) and ``now``.
+Responses to the outside world must not reveal whether an address is known, so ``subscribe``
+returns what to *do*, never a message for the person.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from nurture import outbox
+from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
+from nurture.validation import Signup, email_hash
+
+# The exact words shown beside the consent checkbox, by version. Never edit a published version:
+# add a new one, so the ledger can always show what a person agreed to.
+CONSENT_WORDINGS = {
+    "2026-11-28": (
+        "Yes, email me Clearwater Psychiatry's short series about ketamine treatment for depression "
+        "(four emails over about a week) and then the occasional newsletter. I can unsubscribe at any "
+        "time with one click. These emails are educational and are not medical advice."
+    ),
+}
+CONSENT_VERSION = "2026-11-28"
+CONFIRM_TEMPLATE = "system/confirm.html.j2"
+RESEND_AFTER = timedelta(minutes=10)
+UNSUBSCRIBE_SCOPES = ("all", "series", "newsletter")
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """Who asked, for the consent ledger."""
+
+    ip: str | None
+    user_agent: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class SignupOutcome:
+    subscriber_id: int | None
+    confirmation_queued: bool
+
+
+def find_by_email(session: Session, normalised_email: str) -> Subscriber | None:
+    return session.scalar(select(Subscriber).where(Subscriber.email_hash == email_hash(normalised_email)))
+
+
+def subscribe(
+    session: Session,
+    signup: Signup,
+    *,
+    now: datetime,
+    request: RequestInfo,
+    default_timezone: str,
+    confirmations_per_day: int,
+) -> SignupOutcome:
+    """Record a signup and queue a confirmation email when one is due.
+
+    New and previously unsubscribed (or erased) addresses start a fresh double opt-in. A pending
+    address gets another confirmation at most once per 10 minutes and ``confirmations_per_day``
+    times a day, so nobody can mail-bomb a stranger. Confirmed, bounced and complained addresses
+    get nothing.
+    """
+    if signup.honeypot_filled:
+        return SignupOutcome(None, False)
+    subscriber = find_by_email(session, signup.email)
+    if subscriber is None:
+        subscriber = Subscriber(
+            email=signup.email,
+            email_hash=email_hash(signup.email),
+            first_name=signup.first_name,
+            timezone=signup.timezone or default_timezone,
+            status=Status.pending,
+            created_at=now,
+            updated_at=now,
+            status_changed_at=now,
+            confirm_round=0,
+            tags=[],
+        )
+        session.add(subscriber)
+        session.flush()
+    elif subscriber.status in (Status.unsubscribed, Status.erased):
+        subscriber.email = signup.email
+        subscriber.first_name = signup.first_name
+        subscriber.timezone = signup.timezone or default_timezone
+        subscriber.wants_series = subscriber.wants_newsletter = True
+        _set_status(subscriber, Status.pending, now)
+    elif subscriber.status is not Status.pending:
+        return SignupOutcome(subscriber.id, False)
+
+    _record_consent(session, subscriber, "signup", now, request, signup.consent_version)
+    if not _may_send_confirmation(session, subscriber, now, confirmations_per_day):
+        return SignupOutcome(subscriber.id, False)
+    subscriber.confirm_round += 1
+    outbox.enqueue(
+        session,
+        subscriber_id=subscriber.id,
+        key=f"sys:confirm:{subscriber.confirm_round}",
+        template=CONFIRM_TEMPLATE,
+        due_at=now,
+        now=now,
+    )
+    return SignupOutcome(subscriber.id, True)
+
+
+def _may_send_confirmation(session: Session, subscriber: Subscriber, now: datetime, per_day: int) -> bool:
+    recent = session.execute(
+        select(func.count(), func.max(OutboxMessage.created_at)).where(
+            OutboxMessage.subscriber_id == subscriber.id,
+            OutboxMessage.key.startswith("sys:confirm:"),
+            OutboxMessage.created_at > now - timedelta(days=1),
+        )
+    ).one()
+    count, latest = recent
+    if count >= per_day:
+        return False
+    return latest is None or now - latest >= RESEND_AFTER
+
+
+class ConfirmResult(enum.Enum):
+    """What a confirmation attempt did, so the page can say so."""
+
+    confirmed = "confirmed"
+    already = "already-confirmed"
+    not_pending = "not-pending"
+
+
+def confirm(
+    session: Session, subscriber_id: int, round_: int, *, now: datetime, request: RequestInfo
+) -> ConfirmResult:
+    """Confirm a pending subscriber (idempotent). The sequence starts from ``confirmed_at``."""
+    subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
+    if subscriber is None or round_ > subscriber.confirm_round:
+        return ConfirmResult.not_pending
+    if subscriber.status is Status.confirmed:
+        return ConfirmResult.already
+    if subscriber.status is not Status.pending:
+        return ConfirmResult.not_pending
+    _set_status(subscriber, Status.confirmed, now)
+    subscriber.confirmed_at = now
+    last_signup = session.scalar(
+        select(ConsentEvent.wording_version)
+        .where(ConsentEvent.subscriber_id == subscriber.id, ConsentEvent.kind == "signup")
+        .order_by(ConsentEvent.id.desc())
+        .limit(1)
+    )
+    _record_consent(session, subscriber, "confirm", now, request, last_signup)
+    return ConfirmResult.confirmed
+
+
+def unsubscribe(
+    session: Session, subscriber_id: int, *, scope: str = "all", now: datetime, request: RequestInfo
+) -> bool:
+    """Withdraw consent for ``scope`` (all, series or newsletter). Idempotent; returns whether
+    anything changed. Queued mail that the withdrawal covers is cancelled in the same
+    transaction, and the sender re-checks at claim time, so the unsubscribe always wins."""
+    if scope not in UNSUBSCRIBE_SCOPES:
+        raise ValueError(f"unknown unsubscribe scope {scope!r}")
+    subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
+    if subscriber is None or subscriber.status not in (Status.pending, Status.confirmed):
+        return False
+    before = (subscriber.status, subscriber.wants_series, subscriber.wants_newsletter)
+    if scope in ("all", "series"):
+        subscriber.wants_series = False
+    if scope in ("all", "newsletter"):
+        subscriber.wants_newsletter = False
+    if scope == "all" or not (subscriber.wants_series or subscriber.wants_newsletter):
+        _set_status(subscriber, Status.unsubscribed, now)
+    if (subscriber.status, subscriber.wants_series, subscriber.wants_newsletter) == before:
+        return False
+    subscriber.updated_at = now
+    _record_consent(session, subscriber, "withdraw", now, request, None, scope=scope)
+    outbox.cancel_pending(session, subscriber.id, _key_prefixes(subscriber), now=now)
+    outbox.record_event(session, "unsubscribed", now, subscriber_id=subscriber.id, detail=scope)
+    return True
+
+
+def _key_prefixes(subscriber: Subscriber) -> tuple[str, ...]:
+    """Outbox key prefixes this subscriber no longer wants."""
+    if subscriber.status is Status.unsubscribed:
+        return ("seq:", "bcast:", "sys:")
+    prefixes = []
+    if not subscriber.wants_series:
+        prefixes.append("seq:")
+    if not subscriber.wants_newsletter:
+        prefixes.append("bcast:")
+    return tuple(prefixes)
+
+
+def _set_status(subscriber: Subscriber, status: Status, now: datetime) -> None:
+    subscriber.status = status
+    subscriber.status_changed_at = now
+    subscriber.updated_at = now
+
+
+def _record_consent(
+    session: Session,
+    subscriber: Subscriber,
+    kind: str,
+    now: datetime,
+    request: RequestInfo,
+    version: str | None,
+    *,
+    scope: str = "all",
+) -> None:
+    if kind in ("signup", "confirm") and version not in CONSENT_WORDINGS:
+        version = CONSENT_VERSION
+    session.add(
+        ConsentEvent(
+            subscriber_id=subscriber.id,
+            kind=kind,
+            scope=scope,
+            created_at=now,
+            ip=request.ip,
+            user_agent=(request.user_agent or "")[:512] or None,
+            source=request.source,
+            wording=CONSENT_WORDINGS.get(version) if version else None,
+            wording_version=version,
+        )
+    )
+
+
+def mark_status(session: Session, subscriber_id: int, status: Status, now: datetime) -> None:
+    """Set a delivery-driven status (bounced, complained) and cancel what is queued."""
+    session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == subscriber_id)
+        .values(status=status, status_changed_at=now, updated_at=now)
+    )
+    outbox.cancel_pending(session, subscriber_id, ("seq:", "bcast:", "sys:"), now=now)

@@ -1,0 +1,302 @@
+"""The public web endpoint: signup, double opt-in, unsubscribe (RFC 8058), health.
+
+The domain modules never see HTTP: this module turns InvalidInput into a 4xx, and decides how
+each answer looks (a page for a browser form, JSON for an API client).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nurture import subscribers
+from nurture.db import transaction
+from nurture.models import Subscriber
+from nurture.ratelimit import WindowLimiter
+from nurture.runtime import Runtime
+from nurture.sender import utcnow
+from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, ConfirmResult, RequestInfo
+from nurture.tokens import ExpiredToken, InvalidToken
+from nurture.validation import InvalidInput, parse_signup
+from nurture.web.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+MAX_BODY = 16 * 1024
+HERE = Path(__file__).parent
+
+SIGNUP_BODY_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["email", "consent"],
+    "properties": {
+        "email": {"type": "string", "maxLength": 254, "format": "email"},
+        "first_name": {"type": "string", "maxLength": 100},
+        "timezone": {"type": "string", "description": "IANA time zone, e.g. Europe/London"},
+        "consent": {"type": "boolean"},
+        "consent_version": {"type": "string", "maxLength": 32},
+    },
+}
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def create_app(runtime: Runtime, *, dispatch: bool = True) -> FastAPI:
+    """The ASGI app. ``dispatch`` starts the background thread that sends confirmations at once."""
+    settings = runtime.settings
+    pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    pages.globals.update(clinic_name=settings.clinic_name, postal_address=settings.postal_address,
+                         clinic_phone=settings.clinic_phone, website_url=settings.website_url)
+    limit, period = settings.subscribe_limit
+    limiter = WindowLimiter(limit, period)
+    dispatcher = Dispatcher(runtime.sender()) if dispatch else None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if dispatcher:
+            dispatcher.start()
+        yield
+        if dispatcher:
+            dispatcher.stop()
+
+    app = FastAPI(title="nurture", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Signup, double opt-in and unsubscribe for the clinic's email series.")
+    app.state.runtime = runtime
+    app.state.dispatcher = dispatcher
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    def page(name: str, status: int = 200, **context) -> HTMLResponse:
+        return HTMLResponse(pages.get_template(name).render(**context), status_code=status,
+                            headers=_SECURITY_HEADERS)
+
+    def request_info(request: Request, source: str) -> RequestInfo:
+        return RequestInfo(ip=request.client.host if request.client else None,
+                           user_agent=request.headers.get("user-agent"), source=source)
+
+    def signup_page(status: int = 200, error: BadRequest | None = None, values: dict | None = None):
+        return page("signup.html", status, wording=CONSENT_WORDINGS[CONSENT_VERSION],
+                    consent_version=CONSENT_VERSION, error=error, values=values or {})
+
+    @app.exception_handler(BadRequest)
+    async def _bad_request(request: Request, exc: BadRequest):
+        if _wants_json(request):
+            body = {"error": exc.message} | ({"field": exc.field} if exc.field else {})
+            return JSONResponse(body, status_code=exc.status)
+        return page("message.html", exc.status, title="Something is not right", message=exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        message = {404: "There is no page at this address.", 405: "This address does not accept that method."}
+        text = message.get(exc.status_code, str(exc.detail))
+        if _wants_json(request):
+            return JSONResponse({"error": text}, status_code=exc.status_code, headers=exc.headers)
+        return page("message.html", exc.status_code, title="Page not found" if exc.status_code == 404
+                    else "Something is not right", message=text)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return JSONResponse({"error": "The request is malformed."}, status_code=400)
+
+    @app.get("/", response_class=HTMLResponse, summary="The signup page")
+    def index():
+        return signup_page()
+
+    @app.post(
+        "/subscribe",
+        status_code=202,
+        summary="Sign up (form or JSON); a confirmation email follows",
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": SIGNUP_BODY_SCHEMA},
+            "application/x-www-form-urlencoded": {"schema": SIGNUP_BODY_SCHEMA | {"additionalProperties": True}},
+        }}},
+        responses={202: {"description": "Accepted: check your inbox"}, 415: {"description": "Not form or JSON"},
+                   413: {"description": "Body over 16 KiB"}, 422: {"description": "Invalid input"},
+                   429: {"description": "Too many signups from this address"}},
+    )
+    async def subscribe(request: Request):
+        is_json, data = await _read_body(request)
+        ip = request.client.host if request.client else "?"
+        wait = limiter.hit(ip)
+        if wait:
+            retry = str(int(wait) + 1)
+            if is_json:
+                return JSONResponse({"error": "Too many signups from your address; try again shortly."},
+                                    status_code=429, headers={"Retry-After": retry})
+            return page("message.html", 429, title="Please wait a moment",
+                        message="We received many signups from your network. Please try again in a minute.")
+        try:
+            signup = parse_signup(data)
+        except InvalidInput as exc:
+            if is_json:
+                return JSONResponse({"error": exc.message, "field": exc.field}, status_code=422)
+            return signup_page(422, BadRequest(422, exc.message, exc.field), _form_values(data))
+        now = utcnow()
+        with transaction(runtime.sessions) as session:
+            outcome = subscribers.subscribe(
+                session, signup, now=now, request=request_info(request, "json-api" if is_json else "signup-form"),
+                default_timezone=settings.timezone, confirmations_per_day=settings.confirmations_per_day,
+            )
+        if outcome.confirmation_queued and dispatcher:
+            dispatcher.wake()
+        # The same answer whatever the address's state: nobody can learn who is subscribed.
+        if is_json:
+            return JSONResponse({"status": "accepted",
+                                 "message": "Check your inbox for an email to confirm your subscription."},
+                                status_code=202)
+        return page("check_inbox.html", 200)
+
+    @app.get("/confirm/{token}", response_class=HTMLResponse, summary="Confirmation page (changes nothing)")
+    def confirm_page(token: str):
+        # Mail scanners fetch links: a GET only shows the button.
+        try:
+            runtime.tokens.read_confirm(token, utcnow())
+        except ExpiredToken:
+            return page("expired.html", 410, token=token)
+        except InvalidToken:
+            return page("message.html", 404, title="This link does not work",
+                        message="This confirmation link is not valid. Please sign up again from our page.")
+        return page("confirm.html", token=token)
+
+    @app.post("/confirm/{token}", summary="Confirm the subscription (idempotent)")
+    async def confirm(token: str, request: Request):
+        now = utcnow()
+        try:
+            subscriber_id, round_ = runtime.tokens.read_confirm(token, now)
+        except ExpiredToken as exc:
+            return _renew(exc.payload[0], request)
+        except InvalidToken:
+            raise BadRequest(404, "This confirmation link is not valid. Please sign up again.") from None
+        with transaction(runtime.sessions) as session:
+            result = subscribers.confirm(session, subscriber_id, round_, now=now,
+                                         request=request_info(request, "confirm-link"))
+        if result is ConfirmResult.confirmed and dispatcher:
+            dispatcher.wake(full=True)
+        if result is ConfirmResult.not_pending:
+            return page("message.html", 200, title="Nothing to confirm",
+                        message="This subscription is no longer waiting for confirmation. "
+                                "If you would like the emails, please sign up again.")
+        if _wants_json(request):
+            return JSONResponse({"status": "confirmed"})
+        return page("confirmed.html")
+
+    def _renew(subscriber_id: int, request: Request):
+        """An expired link: send a fresh one (within the usual limits)."""
+        now = utcnow()
+        with transaction(runtime.sessions) as session:
+            subscriber = session.get(Subscriber, subscriber_id)
+            if subscriber is not None and subscriber.email:
+                from nurture.validation import Signup
+
+                signup = Signup(subscriber.email, subscriber.first_name, subscriber.timezone, None, False)
+                outcome = subscribers.subscribe(
+                    session, signup, now=now, request=request_info(request, "renew-link"),
+                    default_timezone=settings.timezone, confirmations_per_day=settings.confirmations_per_day)
+                if outcome.confirmation_queued and dispatcher:
+                    dispatcher.wake()
+        return page("check_inbox.html", 200)
+
+    @app.get("/unsubscribe/{token}", response_class=HTMLResponse, summary="Unsubscribe page (changes nothing)")
+    def unsubscribe_page(token: str):
+        subscriber_id = _unsubscribe_id(token)
+        with runtime.sessions() as session:
+            subscriber = session.get(Subscriber, subscriber_id)
+        done = subscriber is None or subscriber.status.value not in ("pending", "confirmed")
+        return page("unsubscribe.html", token=token, done=done, subscriber=subscriber)
+
+    @app.post("/unsubscribe/{token}", summary="Unsubscribe; also RFC 8058 one-click (List-Unsubscribe=One-Click)")
+    async def unsubscribe(token: str, request: Request):
+        subscriber_id = _unsubscribe_id(token)
+        _is_json, data = await _read_body(request, allow_empty=True)
+        one_click = data.get("List-Unsubscribe") == "One-Click"
+        scope = "all" if one_click else str(data.get("scope", "all"))
+        if scope not in subscribers.UNSUBSCRIBE_SCOPES:
+            raise BadRequest(422, "scope must be all, series or newsletter.", "scope")
+        with transaction(runtime.sessions) as session:
+            subscribers.unsubscribe(session, subscriber_id, scope=scope, now=utcnow(),
+                                    request=request_info(request, "one-click" if one_click else "unsubscribe-page"))
+        if one_click:
+            # RFC 8058: a plain 200, no redirect, no cookies.
+            return PlainTextResponse("Unsubscribed.", status_code=200)
+        if _wants_json(request):
+            return JSONResponse({"status": "unsubscribed", "scope": scope})
+        return page("unsubscribed.html", scope=scope, token=token)
+
+    def _unsubscribe_id(token: str) -> int:
+        try:
+            return runtime.tokens.read_unsubscribe(token)
+        except InvalidToken:
+            raise BadRequest(404, "This unsubscribe link is not valid. Reply to any of our emails and "
+                                  "we will remove you by hand.") from None
+
+    @app.get("/healthz", summary="Liveness")
+    def healthz():
+        return {"status": "ok"}
+
+    return app
+
+
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                               "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _wants_json(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "")
+    return content_type.startswith("application/json") or (
+        "application/json" in request.headers.get("accept", "") and "text/html" not in request.headers.get("accept", "")
+    )
+
+
+async def _read_body(request: Request, *, allow_empty: bool = False) -> tuple[bool, dict]:
+    """Read a form or JSON body of at most 16 KiB; anything else is a clear 4xx."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise BadRequest(413, f"The request body is larger than {MAX_BODY // 1024} KiB.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BadRequest(413, f"The request body is larger than {MAX_BODY // 1024} KiB.")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not body and allow_empty:
+        return False, {}
+    if content_type == "application/json":
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest(400, "The body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise BadRequest(422, "The JSON body must be an object.")
+        return True, data
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise BadRequest(400, "The form is not valid UTF-8.") from None
+        data: dict[str, str] = {}
+        for key, value in pairs:
+            if key in data:
+                raise BadRequest(422, f"The field {key} was sent twice.", key)
+            data[key] = value
+        return False, data
+    raise BadRequest(415, "Send the form (application/x-www-form-urlencoded) or JSON (application/json).")
+
+
+def _form_values(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k in ("email", "first_name") and isinstance(v, str)}
