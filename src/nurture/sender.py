@@ -195,7 +195,13 @@ class Sender:
         return outcomes, len(unwanted)
 
     def _deliver(self, claim: Claim, now: datetime) -> Outcome:
-        data = self.build(claim, now)
+        try:
+            data = self.build(claim, now)
+        except Exception as exc:  # noqa: BLE001 - a broken template must not stop the batch
+            # Kept for a later attempt, not failed: once the template is fixed the message goes.
+            log.error("cannot build outbox row %s (%s): %s", claim.id, claim.template, exc)
+            state = OutboxState.retry if claim.attempts < self.settings.max_attempts else OutboxState.failed
+            return Outcome(claim.id, state, f"render error: {exc}", now + retry_delay(claim.attempts))
         recipient = self.settings.dev_recipient or claim.email
         try:
             reply = self.transport.send(_envelope_sender(self.settings.from_header), recipient, data)

@@ -71,6 +71,7 @@ def subscribe(
     if signup.honeypot_filled:
         return SignupOutcome(None, False)
     subscriber = find_by_email(session, signup.email)
+    fresh = subscriber is None or subscriber.status in (Status.unsubscribed, Status.erased)
     if subscriber is None:
         subscriber = Subscriber(
             email=signup.email,
@@ -96,7 +97,7 @@ def subscribe(
         return SignupOutcome(subscriber.id, False)
 
     _record_consent(session, subscriber, "signup", now, request, signup.consent_version)
-    if not _may_send_confirmation(session, subscriber, now, confirmations_per_day):
+    if not _may_send_confirmation(session, subscriber, now, confirmations_per_day, fresh=fresh):
         return SignupOutcome(subscriber.id, False)
     subscriber.confirm_round += 1
     outbox.enqueue(
@@ -110,7 +111,10 @@ def subscribe(
     return SignupOutcome(subscriber.id, True)
 
 
-def _may_send_confirmation(session: Session, subscriber: Subscriber, now: datetime, per_day: int) -> bool:
+def _may_send_confirmation(
+    session: Session, subscriber: Subscriber, now: datetime, per_day: int, *, fresh: bool
+) -> bool:
+    """The daily cap always applies; the 10-minute pause only between repeats of one opt-in."""
     recent = session.execute(
         select(func.count(), func.max(OutboxMessage.created_at)).where(
             OutboxMessage.subscriber_id == subscriber.id,
@@ -121,7 +125,7 @@ def _may_send_confirmation(session: Session, subscriber: Subscriber, now: dateti
     count, latest = recent
     if count >= per_day:
         return False
-    return latest is None or now - latest >= RESEND_AFTER
+    return fresh or latest is None or now - latest >= RESEND_AFTER
 
 
 class ConfirmResult(enum.Enum):

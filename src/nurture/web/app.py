@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -27,7 +29,7 @@ from nurture.runtime import Runtime
 from nurture.sender import utcnow
 from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, ConfirmResult, RequestInfo
 from nurture.tokens import ExpiredToken, InvalidToken
-from nurture.validation import InvalidInput, parse_signup
+from nurture.validation import InvalidInput, Signup, parse_signup
 from nurture.web.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -54,15 +56,16 @@ class BadRequest(Exception):
         self.status, self.message, self.field = status, message, field
 
 
-def create_app(runtime: Runtime, *, dispatch: bool = True) -> FastAPI:
-    """The ASGI app. ``dispatch`` starts the background thread that sends confirmations at once."""
+def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], datetime] = utcnow) -> FastAPI:
+    """The ASGI app. ``dispatch`` starts the background thread that sends confirmations at once;
+    ``clock`` is the only place the app reads the time (tests pass their own)."""
     settings = runtime.settings
     pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     pages.globals.update(clinic_name=settings.clinic_name, postal_address=settings.postal_address,
                          clinic_phone=settings.clinic_phone, website_url=settings.website_url)
     limit, period = settings.subscribe_limit
     limiter = WindowLimiter(limit, period)
-    dispatcher = Dispatcher(runtime.sender()) if dispatch else None
+    dispatcher = Dispatcher(runtime.sender(), clock) if dispatch else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -143,7 +146,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True) -> FastAPI:
             if is_json:
                 return JSONResponse({"error": exc.message, "field": exc.field}, status_code=422)
             return signup_page(422, BadRequest(422, exc.message, exc.field), _form_values(data))
-        now = utcnow()
+        now = clock()
         with transaction(runtime.sessions) as session:
             outcome = subscribers.subscribe(
                 session, signup, now=now, request=request_info(request, "json-api" if is_json else "signup-form"),
@@ -162,7 +165,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True) -> FastAPI:
     def confirm_page(token: str):
         # Mail scanners fetch links: a GET only shows the button.
         try:
-            runtime.tokens.read_confirm(token, utcnow())
+            runtime.tokens.read_confirm(token, clock())
         except ExpiredToken:
             return page("expired.html", 410, token=token)
         except InvalidToken:
@@ -172,7 +175,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True) -> FastAPI:
 
     @app.post("/confirm/{token}", summary="Confirm the subscription (idempotent)")
     async def confirm(token: str, request: Request):
-        now = utcnow()
+        now = clock()
         try:
             subscriber_id, round_ = runtime.tokens.read_confirm(token, now)
         except ExpiredToken as exc:
@@ -194,12 +197,10 @@ def create_app(runtime: Runtime, *, dispatch: bool = True) -> FastAPI:
 
     def _renew(subscriber_id: int, request: Request):
         """An expired link: send a fresh one (within the usual limits)."""
-        now = utcnow()
+        now = clock()
         with transaction(runtime.sessions) as session:
             subscriber = session.get(Subscriber, subscriber_id)
             if subscriber is not None and subscriber.email:
-                from nurture.validation import Signup
-
                 signup = Signup(subscriber.email, subscriber.first_name, subscriber.timezone, None, False)
                 outcome = subscribers.subscribe(
                     session, signup, now=now, request=request_info(request, "renew-link"),
@@ -225,7 +226,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True) -> FastAPI:
         if scope not in subscribers.UNSUBSCRIBE_SCOPES:
             raise BadRequest(422, "scope must be all, series or newsletter.", "scope")
         with transaction(runtime.sessions) as session:
-            subscribers.unsubscribe(session, subscriber_id, scope=scope, now=utcnow(),
+            subscribers.unsubscribe(session, subscriber_id, scope=scope, now=clock(),
                                     request=request_info(request, "one-click" if one_click else "unsubscribe-page"))
         if one_click:
             # RFC 8058: a plain 200, no redirect, no cookies.
@@ -286,7 +287,7 @@ async def _read_body(request: Request, *, allow_empty: bool = False) -> tuple[bo
         return True, data
     if content_type == "application/x-www-form-urlencoded":
         try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
         except UnicodeDecodeError:
             raise BadRequest(400, "The form is not valid UTF-8.") from None
         data: dict[str, str] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from datetime import datetime
 
 from nurture.sender import Sender, TransportDown, utcnow
 
@@ -14,8 +16,9 @@ log = logging.getLogger(__name__)
 class Dispatcher:
     """Wakes on demand; concurrent wake-ups coalesce into one pass."""
 
-    def __init__(self, sender: Sender) -> None:
+    def __init__(self, sender: Sender, clock: Callable[[], datetime] = utcnow) -> None:
         self.sender = sender
+        self.clock = clock
         self._wake = threading.Event()
         self._full = False
         self._stop = threading.Event()
@@ -50,7 +53,7 @@ class Dispatcher:
             self._wake.clear()
             full, self._full = self._full, False
             try:
-                summary = self.sender.run_pass(utcnow(), key_prefix=None if full else "sys:", stop=self._stop)
+                summary = self.sender.run_pass(self.clock(), key_prefix=None if full else "sys:", stop=self._stop)
                 if summary.sent or summary.failed or summary.retried:
                     log.info("immediate mail: %s", summary.line())
             except TransportDown as exc:

@@ -1,0 +1,325 @@
+"""The public endpoint through the real app, on a real SQLite file and on PostgreSQL."""
+
+from __future__ import annotations
+
+import email
+from markupsafe import escape
+import re
+from datetime import datetime, timedelta, timezone
+from email import policy
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
+from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.web import create_app
+
+START = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock():
+    return Clock(START)
+
+
+@pytest.fixture
+def client(runtime, clock):
+    app = create_app(runtime, clock=clock)
+    with TestClient(app, client=("203.0.113.7", 5555)) as test_client:
+        yield test_client
+
+
+def sent_mail(client, transport, count):
+    assert client.app.state.dispatcher.wait_idle(10)
+    assert len(transport.sent) == count, [m[1] for m in transport.sent]
+    return [email.message_from_bytes(data, policy=policy.default) for _, _, data in transport.sent]
+
+
+def confirm_link(message) -> str:
+    text = message.get_body(("plain",)).get_content()
+    return re.search(r"http://127\.0\.0\.1:8000(/confirm/[A-Za-z0-9_.\-]+)", text).group(1)
+
+
+def rows(runtime, model):
+    with runtime.sessions() as session:
+        return session.scalars(select(model).order_by(model.id)).all()
+
+
+def signup(client, address="reader@example.com", **extra):
+    body = {"email": address, "consent": True, "timezone": "Europe/Berlin", **extra}
+    return client.post("/subscribe", json=body, headers={"user-agent": "pytest-browser/1.0"})
+
+
+def test_signup_page_has_the_form_and_consent_wording(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    for needle in ['name="email"', 'name="first_name"', 'name="consent"', 'name="website"', 'id="timezone"',
+                   str(escape(CONSENT_WORDINGS[CONSENT_VERSION]))[:60], "988"]:
+        assert needle in page.text
+
+
+def test_json_signup_records_consent_and_mails_a_confirmation_within_seconds(client, runtime, memory_transport):
+    response = signup(client, "Reader@Example.COM", first_name="Zoë")
+    assert response.status_code == 202
+    assert response.json()["status"] == "accepted"
+    [subscriber] = rows(runtime, Subscriber)
+    assert (subscriber.email, subscriber.status, subscriber.timezone) == ("reader@example.com", Status.pending,
+                                                                          "Europe/Berlin")
+    [event] = rows(runtime, ConsentEvent)
+    assert (event.kind, event.ip, event.user_agent, event.source) == ("signup", "203.0.113.7", "pytest-browser/1.0",
+                                                                     "json-api")
+    assert (event.wording, event.wording_version) == (CONSENT_WORDINGS[CONSENT_VERSION], CONSENT_VERSION)
+    [message] = sent_mail(client, memory_transport, 1)
+    assert message["To"] == "reader@example.com"
+    body = message.get_body(("plain",)).get_content()
+    assert "Zoë" not in body and "Zoë" not in message.get_body(("html",)).get_content()
+    assert "/confirm/" in body
+    assert message["List-Unsubscribe"] is None  # not marketing
+
+
+def test_form_signup_shows_check_your_inbox(client, runtime):
+    response = client.post("/subscribe", data={"email": "form@example.com", "consent": "yes",
+                                               "consent_version": CONSENT_VERSION, "timezone": "", "website": ""})
+    assert response.status_code == 200
+    assert "Check your inbox" in response.text
+    [subscriber] = rows(runtime, Subscriber)
+    assert subscriber.timezone == runtime.settings.timezone  # the server-side fallback
+
+
+def test_confirm_get_changes_nothing_post_confirms_idempotently(client, runtime, memory_transport, clock):
+    signup(client)
+    link = confirm_link(sent_mail(client, memory_transport, 1)[0])
+    page = client.get(link)
+    assert page.status_code == 200 and "<form method=\"post\"" in page.text
+    assert rows(runtime, Subscriber)[0].status is Status.pending
+    clock.advance(minutes=3)
+    assert client.post(link).status_code == 200
+    assert client.post(link).status_code == 200
+    [subscriber] = rows(runtime, Subscriber)
+    assert subscriber.status is Status.confirmed and subscriber.confirmed_at == START + timedelta(minutes=3)
+    kinds = [e.kind for e in rows(runtime, ConsentEvent)]
+    assert kinds == ["signup", "confirm"]
+    # The welcome step goes out right after confirming, not at the next scheduler run.
+    assert client.app.state.dispatcher.wait_idle(10)
+    keys = [m.key for m in rows(runtime, OutboxMessage)]
+    assert keys[0] == "sys:confirm:1" and keys[1].startswith("seq:nurture:")
+
+
+def test_responses_do_not_reveal_whether_an_address_is_known(client, runtime, memory_transport):
+    first = signup(client, "known@example.com")
+    again = signup(client, "known@example.com")
+    other = signup(client, "unknown@example.com")
+    assert first.json() == again.json() == other.json()
+    assert first.status_code == again.status_code == other.status_code == 202
+    form_a = client.post("/subscribe", data={"email": "known@example.com", "consent": "on"})
+    form_b = client.post("/subscribe", data={"email": "new@example.com", "consent": "on"})
+    assert form_a.text == form_b.text
+
+
+def test_pending_resignup_resends_at_most_every_ten_minutes_and_a_few_times_a_day(
+    client, runtime, memory_transport, clock
+):
+    signup(client)
+    signup(client)
+    sent_mail(client, memory_transport, 1)
+    clock.advance(minutes=11)
+    signup(client)
+    sent_mail(client, memory_transport, 2)
+    for _ in range(5):
+        clock.advance(minutes=11)
+        signup(client)
+    sent_mail(client, memory_transport, runtime.settings.confirmations_per_day)
+    # Every confirmation link in the mailbox still works.
+    first_link = confirm_link(email.message_from_bytes(memory_transport.sent[0][2], policy=policy.default))
+    assert client.post(first_link).status_code == 200
+    assert rows(runtime, Subscriber)[0].status is Status.confirmed
+
+
+def test_unsubscribe_page_then_post_records_withdrawal(client, runtime, memory_transport):
+    signup(client)
+    client.post(confirm_link(sent_mail(client, memory_transport, 1)[0]))
+    token = runtime.tokens.unsubscribe(rows(runtime, Subscriber)[0].id)
+    page = client.get(f"/unsubscribe/{token}")
+    assert page.status_code == 200 and "Stop everything" in page.text
+    assert rows(runtime, Subscriber)[0].status is Status.confirmed
+    done = client.post(f"/unsubscribe/{token}", data={"scope": "all"})
+    assert done.status_code == 200 and "unsubscribed" in done.text
+    assert rows(runtime, Subscriber)[0].status is Status.unsubscribed
+    assert [e.kind for e in rows(runtime, ConsentEvent)] == ["signup", "confirm", "withdraw"]
+
+
+def test_rfc8058_one_click_returns_200_without_redirect_or_cookie(client, runtime, memory_transport):
+    signup(client)
+    client.post(confirm_link(sent_mail(client, memory_transport, 1)[0]))
+    token = runtime.tokens.unsubscribe(rows(runtime, Subscriber)[0].id)
+    for _ in range(2):
+        response = client.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click",
+                                headers={"content-type": "application/x-www-form-urlencoded"},
+                                follow_redirects=False)
+        assert response.status_code == 200
+        assert "set-cookie" not in response.headers and "location" not in response.headers
+    assert rows(runtime, Subscriber)[0].status is Status.unsubscribed
+    assert [e.kind for e in rows(runtime, ConsentEvent)].count("withdraw") == 1
+
+
+def test_partial_unsubscribe_keeps_the_other_list(client, runtime, memory_transport):
+    signup(client)
+    client.post(confirm_link(sent_mail(client, memory_transport, 1)[0]))
+    token = runtime.tokens.unsubscribe(rows(runtime, Subscriber)[0].id)
+    client.post(f"/unsubscribe/{token}", data={"scope": "newsletter"})
+    subscriber = rows(runtime, Subscriber)[0]
+    assert (subscriber.status, subscriber.wants_series, subscriber.wants_newsletter) == (Status.confirmed, True, False)
+    assert client.post(f"/unsubscribe/{token}", data={"scope": "everything"}).status_code == 422
+
+
+def test_resignup_after_unsubscribe_starts_a_fresh_double_opt_in(client, runtime, memory_transport, clock):
+    signup(client)
+    client.post(confirm_link(sent_mail(client, memory_transport, 1)[0]))
+    assert client.app.state.dispatcher.wait_idle(10)
+    client.post(f"/unsubscribe/{runtime.tokens.unsubscribe(rows(runtime, Subscriber)[0].id)}")
+    clock.advance(minutes=1)
+    before = len(memory_transport.sent)
+    signup(client)
+    assert client.app.state.dispatcher.wait_idle(10)
+    assert rows(runtime, Subscriber)[0].status is Status.pending
+    assert len(memory_transport.sent) == before + 1
+    assert "/confirm/" in email.message_from_bytes(memory_transport.sent[-1][2], policy=policy.default).get_body(
+        ("plain",)).get_content()
+
+
+def test_confirm_token_expires_after_72_hours_with_an_offer_of_a_new_link(client, runtime, memory_transport, clock):
+    signup(client)
+    link = confirm_link(sent_mail(client, memory_transport, 1)[0])
+    clock.advance(hours=73)
+    page = client.get(link)
+    assert page.status_code == 410 and "new link" in page.text
+    renewed = client.post(link)
+    assert renewed.status_code == 200 and "Check your inbox" in renewed.text
+    assert rows(runtime, Subscriber)[0].status is Status.pending
+    fresh = confirm_link(sent_mail(client, memory_transport, 2)[1])
+    assert client.post(fresh).status_code == 200
+    assert rows(runtime, Subscriber)[0].status is Status.confirmed
+
+
+def test_tokens_are_purpose_bound(client, runtime, memory_transport):
+    signup(client)
+    confirm_token = confirm_link(sent_mail(client, memory_transport, 1)[0]).rsplit("/", 1)[1]
+    unsubscribe_token = runtime.tokens.unsubscribe(rows(runtime, Subscriber)[0].id)
+    assert client.post(f"/unsubscribe/{confirm_token}").status_code == 404
+    assert client.post(f"/confirm/{unsubscribe_token}").status_code == 404
+    assert client.post("/confirm/garbage").status_code == 404
+    assert rows(runtime, Subscriber)[0].status is Status.pending
+
+
+def test_honeypot_gets_the_normal_answer_and_stores_nothing(client, runtime, memory_transport):
+    response = signup(client, website="http://spam.example")
+    assert response.status_code == 202
+    assert rows(runtime, Subscriber) == [] and rows(runtime, ConsentEvent) == []
+    assert client.app.state.dispatcher.wait_idle(5) and memory_transport.sent == []
+
+
+def test_rate_limit_per_ip_answers_429_with_retry_after(tmp_path, database_url, memory_transport, clock):
+    from conftest import make_settings
+
+    from nurture.runtime import Runtime
+
+    rt = Runtime(make_settings(tmp_path, database_url, subscribe_rate="3/minute"), transport_override=memory_transport)
+    with TestClient(create_app(rt, clock=clock, dispatch=False)) as limited:
+        codes = [signup(limited, f"r{i}@example.com").status_code for i in range(5)]
+    rt.close()
+    assert codes == [202, 202, 202, 429, 429]
+
+
+def test_internationalised_domain_is_stored_normalised(client, runtime):
+    assert signup(client, "Anna@BÜCHER.de").status_code == 202
+    assert signup(client, "anna@xn--bcher-kva.de").status_code == 202
+    [subscriber] = rows(runtime, Subscriber)
+    assert subscriber.email == "anna@bücher.de"
+
+
+BAD_JSON = [
+    ({"email": "not-an-address", "consent": True}, "email"),
+    ({"email": "a" * 250 + "@example.com", "consent": True}, "email"),
+    ({"email": "x@example.com\r\nBcc: victim@example.com", "consent": True}, "email"),
+    ({"email": "x@example.com", "first_name": "n" * 101, "consent": True}, "first_name"),
+    ({"email": "x@example.com", "first_name": "Bo\x07b", "consent": True}, "first_name"),
+    ({"email": "x@example.com", "first_name": "Bob\nSmith", "consent": True}, "first_name"),
+    ({"email": "x@example.com"}, "consent"),
+    ({"email": "x@example.com", "consent": False}, "consent"),
+    ({"email": "x@example.com", "consent": "maybe"}, "consent"),
+    ({"email": "x@example.com", "consent": True, "timezone": "Mars/Olympus"}, "timezone"),
+    ({"email": "x@example.com", "consent": True, "admin": True}, "admin"),
+    ({"email": 42, "consent": True}, "email"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_JSON)
+def test_bad_json_input_gets_a_clear_422_and_stores_nothing(client, runtime, body, field):
+    response = client.post("/subscribe", json=body)
+    assert response.status_code == 422
+    assert response.json()["field"] == field and response.json()["error"]
+    assert rows(runtime, Subscriber) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 400),
+        (b"[1, 2]", "application/json", 422),
+        (b"<xml/>", "application/xml", 415),
+        (b"email=a@example.com", "text/plain", 415),
+        (b"", "", 415),
+        (b"email=" + b"a" * 17000, "application/x-www-form-urlencoded", 413),
+        (b"email=a%40example.com&email=b%40example.com&consent=on", "application/x-www-form-urlencoded", 422),
+        (b"email=%ff%fe&consent=on", "application/x-www-form-urlencoded", 400),
+    ],
+)
+def test_malformed_bodies_get_a_clear_4xx(client, runtime, content, content_type, status):
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/subscribe", content=content, headers=headers)
+    assert response.status_code == status
+    assert response.status_code < 500
+    assert rows(runtime, Subscriber) == []
+
+
+def test_form_errors_re_render_the_page_escaped(client, runtime):
+    response = client.post("/subscribe", data={"email": "<script>alert(1)</script>", "first_name": "<b>x</b>"})
+    assert response.status_code == 422
+    assert "<script>alert(1)</script>" not in response.text
+    assert "&lt;script&gt;" in response.text and "&lt;b&gt;x&lt;/b&gt;" in response.text
+    assert 'role="alert"' in response.text
+
+
+def test_health_and_openapi(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    spec = client.get("/openapi.json").json()
+    assert "/subscribe" in spec["paths"] and "/unsubscribe/{token}" in spec["paths"]
+    assert client.get("/no-such-page").status_code == 404
+
+
+def test_nothing_is_half_written_when_the_database_refuses(client, runtime, monkeypatch):
+    """A failure after the subscriber row is added rolls the whole signup back."""
+    from nurture import outbox
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(outbox, "enqueue_many", broken)
+    with pytest.raises(RuntimeError):
+        signup(client)
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+        assert session.scalar(select(func.count()).select_from(ConsentEvent)) == 0
