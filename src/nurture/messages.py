@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
 
 from nurture.rendering import Rendered
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Headers DKIM signs; h= must cover both List-Unsubscribe headers (RFC 8058, section 4).
 DKIM_HEADERS = (b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Unsubscribe",
@@ -41,6 +43,24 @@ class Dkim:
             include_headers=list(DKIM_HEADERS),
         )
         return signature + data
+
+
+class HeaderInjection(ValueError):
+    """A header value would have become more than one header line."""
+
+
+def _set_header(message: EmailMessage, name: str, value: str) -> None:
+    """Set a header, refusing anything that could smuggle in another header.
+
+    The email package decodes RFC 2047 encoded-words in values it is given, so a value like
+    ``=?utf-8?q?x=0D=0ABcc=3A_y?=`` turns into a line break on output. Check the raw value for
+    control characters and, after parsing, the value the package will actually write."""
+    if _CONTROL.search(value):
+        raise HeaderInjection(f"{name}: control character in header value")
+    message[name] = value
+    if _CONTROL.search(str(message[name])):
+        del message[name]
+        raise HeaderInjection(f"{name}: encoded line break in header value")
 
 
 def sender_domain(from_header: str) -> str:
@@ -68,18 +88,20 @@ def build_message(
 ) -> bytes:
     """multipart/alternative (text first, then HTML), UTF-8, quoted-printable, CRLF line ends."""
     message = EmailMessage(policy=SMTP)
-    message["From"] = from_header
-    message["To"] = Address(addr_spec=to) if to.isascii() else to
-    message["Subject"] = rendered.subject
-    message["Date"] = format_datetime(date)
-    message["Message-ID"] = message_id
+    headers = {
+        "From": from_header,
+        "To": to,
+        "Subject": rendered.subject,
+        "Date": format_datetime(date),
+        "Message-ID": message_id,
+    }
     if unsubscribe_url:
-        message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if list_id:
-        message["List-Id"] = list_id
-    for name, value in (extra_headers or {}).items():
-        message[name] = value
+        headers["List-Id"] = list_id
+    for name, value in (headers | (extra_headers or {})).items():
+        _set_header(message, name, value)
     message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
     data = message.as_bytes(policy=SMTP)
