@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mailbox
 import queue
+import re
 import smtplib
 import socket
 import ssl
@@ -166,11 +167,15 @@ class _Reconnect(Exception):
 
 
 def _dot_stuffed(data: bytes) -> bytes:
-    # What smtplib.SMTP.data() does: CRLF line ends, leading dots doubled, then CRLF.CRLF.
-    q = smtplib._quote_periods(smtplib._fix_eols(data))  # type: ignore[attr-defined]
+    """What smtplib.SMTP.data() sends: CRLF line ends, leading dots doubled, then CRLF.CRLF."""
+    q = _LEADING_DOT.sub(b"..", _BARE_EOL.sub(b"\r\n", data))
     if not q.endswith(b"\r\n"):
         q += b"\r\n"
     return q + b".\r\n"
+
+
+_BARE_EOL = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def _text(raw: bytes | str) -> str:

@@ -1,0 +1,41 @@
+"""Small builders for test data, through the same rules the app uses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from nurture import subscribers
+from nurture.db import transaction
+from nurture.models import Status, Subscriber
+from nurture.subscribers import RequestInfo
+from nurture.validation import Signup, normalise_email
+
+REQUEST = RequestInfo(ip="192.0.2.1", user_agent="tests", source="tests")
+
+
+def confirmed(sessions, address: str, at: datetime, zone: str = "America/Chicago") -> int:
+    """A subscriber who signed up and confirmed at ``at``; returns their id."""
+    with transaction(sessions) as session:
+        outcome = subscribers.subscribe(
+            session, Signup(normalise_email(address), None, zone, None, False), now=at, request=REQUEST,
+            default_timezone=zone, confirmations_per_day=3,
+        )
+        subscribers.confirm(session, outcome.subscriber_id, 1, now=at, request=REQUEST)
+        return outcome.subscriber_id
+
+
+def bulk_confirmed(sessions, count: int, at: datetime, zone: str = "America/Chicago", prefix: str = "r") -> None:
+    """Many confirmed subscribers at once (no confirmation emails queued), for load tests."""
+    from nurture.validation import email_hash
+
+    with transaction(sessions) as session:
+        session.execute(
+            Subscriber.__table__.insert(),
+            [
+                dict(email=f"{prefix}{i}@example.com", email_hash=email_hash(f"{prefix}{i}@example.com"),
+                     first_name=f"N{i}", timezone=zone, status=Status.confirmed, wants_series=True,
+                     wants_newsletter=True, sequence="nurture", tags=[], created_at=at, updated_at=at,
+                     confirmed_at=at, status_changed_at=at, confirm_round=1)
+                for i in range(count)
+            ],
+        )
