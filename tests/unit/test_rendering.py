@@ -1,0 +1,223 @@
+"""The inline-once renderer against the slow path (Jinja + premailer per email)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from lxml import etree
+
+from nurture.rendering import (
+    FIRST_NAME_FALLBACK,
+    TEMPLATE_CONTEXT,
+    RenderError,
+    Renderer,
+    inline_css,
+    sample_recipient,
+)
+from nurture.sequences import load_newsletters, load_sequences
+
+SHIPPED = Path(__file__).resolve().parents[2] / "templates" / "emails"
+CLINIC = {
+    "name": "Harbor Psychiatry",
+    "postal_address": "100 Example Street, Suite 200, Springfield, IL 62701, USA",
+    "phone": "(555) 010-0199",
+    "website_url": "https://clinic.example",
+}
+BASE = "https://mail.clinic.example"
+NASTY = 'Zoë "Z" O\'Brien <&>'
+
+
+def all_templates() -> list[str]:
+    names = [s.template for seq in load_sequences(SHIPPED).values() for s in seq.steps]
+    names += [s.template for s in load_newsletters(SHIPPED).values()]
+    return names + ["system/confirm.html.j2"]
+
+
+def nasty_recipient() -> dict[str, str]:
+    return {
+        "first_name": NASTY,
+        "unsubscribe_url": f"{BASE}/unsubscribe/tok?a=1&b=\"q\"&n=Zoë O'B <x>",
+        "preferences_url": f"{BASE}/preferences/tok'\"&amp;",
+        "confirm_url": f"{BASE}/confirm/tok?n=Zoë",
+    }
+
+
+def tree(html: str):
+    return etree.fromstring(html.strip(), etree.HTMLParser())
+
+
+def assert_same_tree(a, b, path="") -> None:
+    """Same tags, attributes, text and tails; styles and classes included."""
+    here = f"{path}/{a.tag if isinstance(a.tag, str) else 'comment'}"
+    assert a.tag == b.tag, here
+    assert dict(a.attrib) == dict(b.attrib), here
+    assert (a.text or "") == (b.text or ""), here
+    assert (a.tail or "") == (b.tail or ""), here
+    assert len(a) == len(b), here
+    for x, y in zip(a, b):
+        assert_same_tree(x, y, here)
+
+
+@pytest.fixture
+def renderer() -> Renderer:
+    return Renderer(SHIPPED, clinic=CLINIC, base_url=BASE, year=2026)
+
+
+@pytest.mark.parametrize("template", all_templates())
+def test_cached_render_equals_jinja_plus_premailer(renderer: Renderer, template: str) -> None:
+    recipient = nasty_recipient()
+    fast = renderer.render(template, recipient)
+    slow = renderer.render_reference(template, recipient)
+    assert_same_tree(tree(fast.html), tree(slow.html))
+    assert fast.text == slow.text
+    assert fast.subject == slow.subject
+    assert fast.preheader == slow.preheader
+
+
+def test_values_are_escaped_in_text_and_attributes(renderer: Renderer) -> None:
+    out = renderer.render("nurture/10-welcome-history.html.j2", nasty_recipient())
+    root = tree(out.html)
+    assert f"Hi {NASTY}," in [p.text for p in root.iter("p")]
+    hrefs = [a.get("href") for a in root.iter("a")]
+    # libxml2 %-escapes non-ASCII and spaces in href, exactly as in the slow path
+    assert f"{BASE}/unsubscribe/tok?a=1&b=\"q\"&n=Zo%C3%AB%20O'B%20<x>" in hrefs
+    assert f"Hi {NASTY}," in out.text
+    assert "<script" not in out.html
+
+
+def test_first_name_fallback(renderer: Renderer) -> None:
+    recipient = sample_recipient(BASE)
+    for missing in (None, "", "   "):
+        recipient["first_name"] = missing
+        out = renderer.render("nurture/10-welcome-history.html.j2", recipient)
+        assert f"Hi {FIRST_NAME_FALLBACK}," in out.text
+    del recipient["first_name"]
+    assert f"Hi {FIRST_NAME_FALLBACK}," in renderer.render("nurture/10-welcome-history.html.j2", recipient).text
+
+
+def test_values_cannot_break_lines(tmp_path: Path) -> None:
+    templates = copy_templates(tmp_path)
+    path = templates / "nurture" / "10-welcome-history.html.j2"
+    path.write_text(path.read_text().replace("subject: Welcome,", "subject: Hi {{ first_name }}, welcome,"))
+    renderer = Renderer(templates, clinic=CLINIC, base_url=BASE)
+    out = renderer.render(
+        "nurture/10-welcome-history.html.j2", {**sample_recipient(BASE), "first_name": "Al\r\nBcc: x@y\u2028z\x00"}
+    )
+    assert out.subject == "Hi Al Bcc: x@y z, welcome, and where ketamine came from"
+    assert "\n" not in out.subject
+
+
+def test_heading_underline_follows_the_value(tmp_path: Path) -> None:
+    templates = copy_templates(tmp_path)
+    path = templates / "nurture" / "10-welcome-history.html.j2"
+    path.write_text(path.read_text().replace("<h1>Welcome, and", "<h1>{{ first_name }}, welcome, and"))
+    renderer = Renderer(templates, clinic=CLINIC, base_url=BASE)
+    for name in ("Al", "Bartholomew-Jones"):
+        text = renderer.render("nurture/10-welcome-history.html.j2", {**sample_recipient(BASE), "first_name": name}).text
+        heading = f"{name}, welcome, and where ketamine came from"
+        assert f"{heading}\n{'=' * len(heading)}\n" in text
+
+
+def test_media_queries_survive_inlining(renderer: Renderer) -> None:
+    html = renderer.render("nurture/10-welcome-history.html.j2", sample_recipient(BASE)).html
+    style = tree(html).find(".//style").text
+    assert "@media" in style and "!important" in style
+    assert 'style="' in html and "max-width:600px" in html
+
+
+def test_inline_css_never_loads_stylesheets() -> None:
+    html = '<html><head><link rel="stylesheet" href="https://cdn.example/x.css"></head><body><p>x</p></body></html>'
+    assert "x</p>" in inline_css(html)  # no network attempt, no exception
+
+
+def test_edits_are_picked_up(tmp_path: Path) -> None:
+    templates = copy_templates(tmp_path)
+    renderer = Renderer(templates, clinic=CLINIC, base_url=BASE)
+    name = "nurture/20-how-it-may-work.html.j2"
+    assert "A &quot;dirty drug&quot;" in renderer.render(name, sample_recipient(BASE)).html or '"dirty drug"' in renderer.render(name, sample_recipient(BASE)).html
+    path = templates / name
+    path.write_text(path.read_text().replace("Glutamate</h2>", "Glutamate, the messenger</h2>"))
+    assert "Glutamate, the messenger" in renderer.render(name, sample_recipient(BASE)).text
+    layout = templates / "layout.html.j2"
+    layout.write_text(layout.read_text().replace("Email preferences</a>", "Your preferences</a>"))
+    assert "Your preferences" in renderer.render(name, sample_recipient(BASE)).text
+    # A new step changes "Email 2 of 4" to "of 5".
+    (templates / "nurture" / "45-extra.html.j2").write_text(
+        "---\nkey: extra\nsubject: Extra\ndelay_days: 9\n---\n{% extends 'layout.html.j2' %}{% block body %}x{% endblock %}\n"
+    )
+    assert "Email 2 of 5" in renderer.render(name, sample_recipient(BASE)).text
+
+
+def test_inlining_runs_once_per_template_version(renderer: Renderer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nurture.rendering as rendering
+
+    calls = []
+    real = rendering.inline_css
+    monkeypatch.setattr(rendering, "inline_css", lambda html: calls.append(1) or real(html))
+    for i in range(5):
+        renderer.render("nurture/10-welcome-history.html.j2", {**sample_recipient(BASE), "first_name": f"N{i}"})
+    assert len(calls) == 1
+
+
+def test_confirm_needs_confirm_url(renderer: Renderer) -> None:
+    with pytest.raises(RenderError, match="confirm_url"):
+        renderer.render("system/confirm.html.j2", {"first_name": "A"})
+    out = renderer.render("system/confirm.html.j2", {"confirm_url": f"{BASE}/confirm/t"})
+    assert f"{BASE}/confirm/t" in out.text and f'href="{BASE}/confirm/t"' in out.html
+
+
+def test_recipient_value_in_a_condition_is_refused(tmp_path: Path) -> None:
+    templates = copy_templates(tmp_path)
+    path = templates / "nurture" / "10-welcome-history.html.j2"
+    path.write_text(path.read_text().replace("<p>Hi {{ first_name }},</p>", "{% if first_name %}<p>Hi</p>{% endif %}"))
+    with pytest.raises(RenderError, match=r"10-welcome-history.html.j2:10: .*only be output"):
+        Renderer(templates, clinic=CLINIC, base_url=BASE).render("nurture/10-welcome-history.html.j2", sample_recipient(BASE))
+
+
+def test_recipient_value_through_a_filter_is_refused(tmp_path: Path) -> None:
+    templates = copy_templates(tmp_path)
+    path = templates / "nurture" / "10-welcome-history.html.j2"
+    path.write_text(path.read_text().replace("Hi {{ first_name }},", "Hi {{ first_name|upper }},"))
+    with pytest.raises(RenderError, match="filter"):
+        Renderer(templates, clinic=CLINIC, base_url=BASE).render("nurture/10-welcome-history.html.j2", sample_recipient(BASE))
+
+
+def test_context_table_lists_every_variable() -> None:
+    names = {v.name for v in TEMPLATE_CONTEXT}
+    assert {"first_name", "unsubscribe_url", "preferences_url", "confirm_url", "clinic.postal_address", "year"} <= names
+    import nurture.rendering as rendering
+
+    for name in names:
+        assert name in rendering.__doc__
+
+
+def test_sandbox_blocks_python_internals(tmp_path: Path) -> None:
+    templates = copy_templates(tmp_path)
+    path = templates / "nurture" / "10-welcome-history.html.j2"
+    path.write_text(path.read_text().replace("<p>Hi {{ first_name }},</p>", "{{ clinic.__class__.__mro__ }}"))
+    with pytest.raises(RenderError):
+        Renderer(templates, clinic=CLINIC, base_url=BASE).render("nurture/10-welcome-history.html.j2", sample_recipient(BASE))
+
+
+names = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), min_codepoint=1, max_codepoint=0x2FFFF), max_size=20
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first_name=names, token=names)
+def test_equivalence_for_arbitrary_values(renderer: Renderer, first_name: str, token: str) -> None:
+    recipient = {**sample_recipient(BASE), "first_name": first_name, "unsubscribe_url": f"{BASE}/u/{token}"}
+    fast = renderer.render("newsletter/2026-12-winter.html.j2", recipient)
+    slow = renderer.render_reference("newsletter/2026-12-winter.html.j2", recipient)
+    assert_same_tree(tree(fast.html), tree(slow.html))
+    assert fast.text == slow.text
+
+
+def copy_templates(tmp_path: Path) -> Path:
+    target = tmp_path / "emails"
+    shutil.copytree(SHIPPED, target)
+    return target
