@@ -1,0 +1,240 @@
+"""The template validator: every mistake marketing can make in templates/emails, as data.
+
+``nurture templates validate`` prints these; the studio shows them next to the
+editor. Checks run on the RENDERED output (with a sample recipient), so a
+footer that the shared layout provides counts for every email, and a footer
+block overridden in one email is caught in that email.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from jinja2 import TemplateSyntaxError
+from lxml import etree
+
+from nurture.rendering import RECIPIENT_KEYS, RenderError, Renderer, Rendered, sample_recipient
+from nurture.sequences import EMAIL_SUFFIX, NOT_SEQUENCES, scan_templates
+
+__all__ = ["MAX_HTML_BYTES", "SAMPLE_CLINIC", "Problem", "check_templates"]
+
+#: Gmail clips a message whose HTML is over 102 KB ("[Message clipped]"), hiding the footer.
+MAX_HTML_BYTES = 100 * 1024
+SUBJECT_WARN_CHARS = 70
+
+SAMPLE_CLINIC = {
+    "name": "Sample Clinic",
+    "postal_address": "1 Sample Street, Sampletown, ST 00000, USA",
+    "phone": "(555) 010-0100",
+    "website_url": "https://clinic.example",
+}
+# The confirmation email must not echo anything the subscriber typed; this name must not appear in it.
+_CANARY_NAME = "Zq-Canary-Name"
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    line: int
+    message: str
+    severity: str = "error"  # "error" refuses the templates; "warning" is advice
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+def check_templates(
+    templates_dir: Path,
+    *,
+    base_url: str,
+    dev: bool,
+    clinic: Mapping[str, Any] | None = None,
+) -> list[Problem]:
+    """Every problem in the templates, sorted by file and line; an empty list means all is well.
+
+    ``dev`` allows links to ``base_url`` that are not https (a local server).
+    """
+    templates_dir = Path(templates_dir)
+    clinic = dict(clinic or SAMPLE_CLINIC)
+    renderer = Renderer(templates_dir, clinic=clinic, base_url=base_url)
+    found: list[Problem] = []
+
+    def report(path: Path | str, line: int, message: str, severity: str = "error") -> None:
+        problem = Problem(Path(path), line, message, severity)
+        if problem not in found:
+            found.append(problem)
+
+    sequences, newsletters, format_errors = scan_templates(templates_dir)
+    for error in format_errors:
+        report(error.path, error.line, error.message)
+
+    for path in sorted(templates_dir.rglob("*.j2")):
+        name = path.relative_to(templates_dir).as_posix()
+        try:
+            renderer.env.get_template(name)
+        except TemplateSyntaxError as exc:
+            report(exc.filename or path, exc.lineno, f"template syntax error: {exc.message}")
+
+    marketing = {step.template for seq in sequences.values() for step in seq.steps}
+    marketing |= {step.template for step in newsletters.values()}
+    for path in _email_files(templates_dir):
+        name = path.relative_to(templates_dir).as_posix()
+        group = name.split("/", 1)[0]
+        is_marketing = group not in ("system",)
+        if is_marketing and name not in marketing:
+            continue  # its front matter or place in the sequence is wrong: reported above
+        recipient = sample_recipient(base_url)
+        if not is_marketing:
+            recipient["first_name"] = _CANARY_NAME
+        try:
+            rendered = renderer.render(name, recipient)
+        except RenderError as exc:
+            report(exc.path, exc.line or _guess_line(exc.path, exc.message), _explain(exc.message))
+            continue
+        except ValueError as exc:  # pragma: no cover - recipient values are ours
+            report(path, 1, str(exc))
+            continue
+        sources = [p for p in renderer.dependencies(name) if p.is_file()]
+        anchor = _extends_line(path)
+        if is_marketing:
+            _check_marketing(report, path, anchor, rendered, recipient, clinic)
+        elif path.name == "confirm.html.j2":
+            _check_confirm(report, path, anchor, rendered, recipient)
+        _check_html(report, path, anchor, rendered, recipient, sources, base_url=base_url, dev=dev)
+        if len(rendered.subject) > SUBJECT_WARN_CHARS:
+            report(path, _front_line(path, "subject"), f"the subject is {len(rendered.subject)} characters; inboxes cut it at about {SUBJECT_WARN_CHARS}", "warning")
+    return sorted(found, key=lambda p: (str(p.path), p.line, p.message))
+
+
+def _email_files(templates_dir: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in templates_dir.glob(f"*/*{EMAIL_SUFFIX}")
+        if not p.name.startswith(".") and (p.parent.name in NOT_SEQUENCES or not p.parent.name.startswith((".", "_")))
+    )
+
+
+def _check_marketing(report, path: Path, anchor: int, rendered: Rendered, recipient: dict[str, str], clinic: Mapping[str, Any]) -> None:
+    root = _parse(rendered.html)
+    hrefs = {a.get("href") for a in root.iter("a")}
+    text = " ".join(" ".join(root.itertext()).split())
+    lower = text.lower()
+    where = "the layout's footer provides it unless the footer block is replaced"
+    if recipient["unsubscribe_url"] not in hrefs:
+        report(path, anchor, f'marketing email has no unsubscribe link (<a href="{{{{ unsubscribe_url }}}}">); {where}')
+    if recipient["preferences_url"] not in hrefs:
+        report(path, anchor, f'marketing email has no preferences link (<a href="{{{{ preferences_url }}}}">); {where}')
+    if "not medical advice" not in lower:
+        report(path, anchor, f"marketing email has no 'not medical advice' disclaimer; {where}")
+    if "off-label" not in lower or "esketamine" not in lower:
+        report(path, anchor, f"marketing email has no line saying ketamine for depression is off-label and esketamine (Spravato) is approved; {where}")
+    if "988" not in text or "crisis" not in lower:
+        report(path, anchor, f"marketing email has no crisis line (988, the Suicide & Crisis Lifeline); {where}")
+    address = " ".join(str(clinic["postal_address"]).split())
+    if address not in text:
+        report(path, anchor, f"marketing email has no postal address ({{{{ clinic.postal_address }}}}); {where}")
+
+
+def _check_confirm(report, path: Path, anchor: int, rendered: Rendered, recipient: dict[str, str]) -> None:
+    root = _parse(rendered.html)
+    if recipient["confirm_url"] not in {a.get("href") for a in root.iter("a")}:
+        report(path, anchor, 'the confirmation email has no confirm link (<a href="{{ confirm_url }}">)')
+    if _CANARY_NAME in rendered.html or _CANARY_NAME in rendered.subject:
+        report(path, _find_line(path, "first_name") or anchor, "the confirmation email must not include anything the subscriber typed (first_name)")
+
+
+def _check_html(
+    report, path: Path, anchor: int, rendered: Rendered, recipient: dict[str, str], sources: list[Path], *, base_url: str, dev: bool
+) -> None:
+    root = _parse(rendered.html)
+    for el in root.iter():
+        if not isinstance(el.tag, str):
+            continue
+        for attr in ("href", "src"):
+            url = el.get(attr)
+            if url is None:
+                continue
+            if _allowed_url(url, attr, base_url=base_url, dev=dev):
+                continue
+            # A recipient value's URL is found by its name ({{ unsubscribe_url }}), anything else literally.
+            key = next((k for k, v in recipient.items() if v == url), None)
+            where = (key and (_locate(sources, "{{ " + key) or _locate(sources, key))) or _locate(sources, url) or (path, anchor)
+            hint = " (base_url is not https; that is allowed only in dev mode)" if url.startswith(base_url) else ""
+            report(where[0], where[1], f"{'link' if attr == 'href' else 'image'} is not https: {url}{hint}")
+        if el.tag == "img" and el.get("alt") is None:
+            where = _locate_img_without_alt(sources) or (path, anchor)
+            report(where[0], where[1], '<img> has no alt text (use alt="" for a decorative image)')
+        if el.tag == "link" and "stylesheet" in (el.get("rel") or ""):
+            report(path, anchor, "external stylesheets are never loaded; put CSS in the layout's <style>")
+    size = len(rendered.html.encode("utf-8"))
+    if size > MAX_HTML_BYTES:
+        report(path, anchor, f"the HTML part is {size / 1024:.0f} KB; Gmail clips emails over 102 KB, keep it under {MAX_HTML_BYTES // 1024} KB")
+
+
+def _allowed_url(url: str, attr: str, *, base_url: str, dev: bool) -> bool:
+    if url.startswith("https://"):
+        return True
+    if attr == "href" and url.startswith(("mailto:", "tel:")):
+        return True
+    return dev and url.startswith(base_url.rstrip("/") + "/")
+
+
+def _parse(html: str) -> etree._Element:
+    return etree.fromstring(html.strip(), etree.HTMLParser())
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").split("\n")
+    except OSError:
+        return []
+
+
+def _find_line(path: Path, needle: str) -> int | None:
+    for number, line in enumerate(_lines(path), 1):
+        if needle in line:
+            return number
+    return None
+
+
+def _locate(sources: list[Path], needle: str) -> tuple[Path, int] | None:
+    for source in sources:
+        line = _find_line(source, needle)
+        if line:
+            return source, line
+    return None
+
+
+def _locate_img_without_alt(sources: list[Path]) -> tuple[Path, int] | None:
+    for source in sources:
+        for number, line in enumerate(_lines(source), 1):
+            for tag in re.findall(r"<img\b[^>]*>?", line, re.IGNORECASE):
+                if not re.search(r"\balt\s*=", tag, re.IGNORECASE):
+                    return source, number
+    return None
+
+
+def _extends_line(path: Path) -> int:
+    return _find_line(path, "{% extends") or 1
+
+
+def _front_line(path: Path, field: str) -> int:
+    return _find_line(path, f"{field}:") or 1
+
+
+def _guess_line(path: Path, message: str) -> int:
+    """For errors Jinja cannot place (a filter on a recipient value): the first line doing that."""
+    pattern = re.compile(rf"\b({'|'.join(RECIPIENT_KEYS)})\s*\|")
+    for number, text in enumerate(_lines(path), 1):
+        if pattern.search(text):
+            return number
+    return 1
+
+
+def _explain(message: str) -> str:
+    if message.endswith("is undefined"):
+        return f"{message} (the variables a template may use are listed at the top of src/nurture/rendering.py)"
+    return message
