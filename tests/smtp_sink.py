@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections import defaultdict
@@ -30,6 +31,7 @@ class ScriptedHandler:
     script: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     attempts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0  # seconds to wait before answering DATA, to simulate a real server
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
@@ -41,6 +43,8 @@ class ScriptedHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         address = envelope.rcpt_tos[0]
         with self.lock:
             pending = self.script.get(address)

@@ -1,0 +1,49 @@
+"""An unsubscribe committed while a batch is being sent wins over the rest of that batch."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from factories import REQUEST, bulk_confirmed
+from nurture import subscribers
+from nurture.db import transaction
+from nurture.models import OutboxMessage, OutboxState, Subscriber
+
+T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
+
+
+def test_unsubscribe_committed_mid_batch_stops_that_persons_email(runtime, memory_transport):
+    bulk_confirmed(runtime.sessions, 100, T0 - timedelta(minutes=1))
+    with runtime.sessions() as session:
+        leaver = session.scalar(select(Subscriber).where(Subscriber.email == "r70@example.com"))
+    committed = []
+
+    def on_send(recipient):
+        if not committed:
+            # Another process (the web endpoint) commits an unsubscribe while the batch is going out.
+            with transaction(runtime.sessions) as session:
+                subscribers.unsubscribe(session, leaver.id, now=T0, request=REQUEST)
+            committed.append(len(memory_transport.sent))
+
+    memory_transport.on_send = on_send
+    summary = runtime.sender().run_pass(T0)
+    recipients = [r for _, r, _ in memory_transport.sent]
+    assert committed and "r70@example.com" not in recipients
+    assert summary.sent == 99 and summary.suppressed >= 1
+    with runtime.sessions() as session:
+        row = session.scalar(select(OutboxMessage).where(OutboxMessage.subscriber_id == leaver.id,
+                                                         OutboxMessage.key.startswith("seq:")))
+    assert row.state is OutboxState.suppressed
+
+
+def test_unsubscribe_before_the_claim_always_wins(runtime, memory_transport):
+    bulk_confirmed(runtime.sessions, 3, T0 - timedelta(minutes=1))
+    sender = runtime.sender()
+    with transaction(runtime.sessions) as session:
+        sender.planner(session, T0)  # queued, not yet claimed
+        leaver = session.scalar(select(Subscriber).where(Subscriber.email == "r1@example.com"))
+        subscribers.unsubscribe(session, leaver.id, now=T0, request=REQUEST)
+    sender.run_pass(T0)
+    assert sorted(r for _, r, _ in memory_transport.sent) == ["r0@example.com", "r2@example.com"]
