@@ -375,9 +375,13 @@ class Renderer:
         )
 
     def render_jinja(self, template: str, recipient: Mapping[str, Any]) -> str:
-        """Only the Jinja part (no CSS inlining, no text): the baseline for the benchmark."""
+        """Only the Jinja part (no CSS inlining, no text), e.g. for a quick preview."""
+        return self._render_html(template, self.context(template, recipient))
+
+    def context(self, template: str, recipient: Mapping[str, Any]) -> dict[str, Any]:
+        """The Jinja context ``template`` sees for this recipient (values cleaned, fallback applied)."""
         step, total = self._describe(template)
-        return self._render_html(template, self._context(step, total, _prepare(recipient)))
+        return self._context(step, total, _prepare(recipient))
 
     def dependencies(self, template: str) -> list[Path]:
         """Files whose content makes up ``template``: itself, what it extends/includes, its sibling steps."""
