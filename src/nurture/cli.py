@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Email nurture sequences and newsletter for the clinic.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
+templates_app = typer.Typer(no_args_is_help=True, help="Check and preview the email templates marketing edits.")
+app.add_typer(templates_app, name="templates")
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
 
@@ -33,9 +35,12 @@ def settings() -> Settings:
 
 
 def runtime(settings_: Settings | None = None, **kwargs):
+    """The real parts, for commands that send or plan email (they need the templates)."""
     from nurture.runtime import Runtime
 
-    return Runtime(settings_ or settings(), **kwargs)
+    settings_ = settings_ or settings()
+    settings_.require_templates()
+    return Runtime(settings_, **kwargs)
 
 
 def parse_now(value: str | None) -> datetime:
@@ -144,6 +149,124 @@ def send_due(
     finally:
         rt.close()
     out.print(f"planned {summary.planned}; {summary.line()}")
+
+
+@app.command()
+def explain(
+    address: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
+    now: Annotated[Optional[str], typer.Option(help="Explain as of this instant (ISO-8601).")] = None,
+) -> None:
+    """Show one subscriber's timeline: what was sent when, what comes next, or why nothing will."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from nurture.journey import Planner
+    from nurture.timeline import build_timeline
+    from nurture.validation import InvalidInput, normalise_email
+
+    try:
+        email = normalise_email(address)
+    except InvalidInput as exc:
+        raise Fail(exc.message) from None
+    instant = parse_now(now)
+    s = settings()
+    rt = runtime(s)
+    try:
+        with rt.sessions() as session:
+            timeline = build_timeline(session, email, now=instant, planner=Planner.from_settings(s),
+                                      secret=s.secret, from_header=s.mail_from)
+    finally:
+        rt.close()
+    if timeline is None:
+        raise Fail(f"no subscriber with the address {email}")
+    out.print(Text(f"{timeline.email} · {timeline.status} · time zone {timeline.timezone}", style="bold"))
+    table = Table("when (UTC)", "their local time", "what", "detail", show_lines=False)
+    for entry in timeline.entries:
+        table.add_row(f"{entry.at:%Y-%m-%d %H:%M}", f"{timeline.local(entry.at):%a %d %b %H:%M}",
+                      Text(entry.what), Text(entry.detail))
+    out.print(table)
+    if timeline.next_at is not None:
+        out.print(f"next: {timeline.next_step} at {timeline.local(timeline.next_at):%A %d %B %Y %H:%M %Z} "
+                  f"({timeline.next_at:%Y-%m-%d %H:%M} UTC)")
+    else:
+        out.print(f"nothing more will be sent: {timeline.why_nothing}")
+
+
+@templates_app.command("validate")
+def templates_validate() -> None:
+    """Check every email template; prints file:line messages and exits 1 on any error."""
+    from nurture.template_checks import check_templates
+
+    s = settings()
+    s.require_templates()
+    problems = check_templates(s.templates_dir, base_url=s.base_url, dev=s.is_dev, clinic=s.clinic)
+    for problem in problems:
+        colour = "red" if problem.severity == "error" else "yellow"
+        console.print(f"[{colour}]{problem.severity}[/] ", end="")
+        console.print(str(problem), markup=False, highlight=False)
+    errors = sum(p.severity == "error" for p in problems)
+    if errors:
+        raise Fail(f"{errors} problem(s) in {s.templates_dir}: fix them before anyone gets an email")
+    console.print(f"templates OK: {s.templates_dir}" + (f" ({len(problems)} warning(s))" if problems else ""))
+
+
+@templates_app.command("preview")
+def templates_preview(
+    key: Annotated[str, typer.Argument(help="The email's key (front matter), e.g. welcome-history, or 'confirm'.")],
+    format: Annotated[str, typer.Option("--format", help="html, text or eml")] = "html",
+    to: Annotated[Optional[str], typer.Option(help="Send a test copy to this address instead of printing.")] = None,
+) -> None:
+    """Print an email rendered with sample data, or send a test copy to one address."""
+    from nurture.messages import build_message, sender_domain
+    from nurture.rendering import RenderError
+    from nurture.sequences import find_email
+    from nurture.validation import InvalidInput, normalise_email
+
+    if format not in ("html", "text", "eml"):
+        raise Fail("--format must be html, text or eml")
+    s = settings()
+    rt = runtime(s)
+    try:
+        step = find_email(s.templates_dir, key)
+        if step is None:
+            raise Fail(f"no email with the key {key!r} in {s.templates_dir} (see `nurture studio` for the list)")
+        try:
+            rendered = rt.renderer.render(step.template, rt.renderer.sample_recipient())
+        except RenderError as exc:
+            raise Fail(str(exc)) from None
+        sample = rt.renderer.sample_recipient()
+        now = datetime.now(timezone.utc)
+        recipient = "test@example.com"
+        if to is not None:
+            try:
+                recipient = normalise_email(to)
+            except InvalidInput as exc:
+                raise Fail(f"--to: {exc.message}") from None
+            rendered = rendered.__class__(subject=f"[TEST] {rendered.subject}", html=rendered.html,
+                                          text=rendered.text, preheader=rendered.preheader)
+        data = build_message(
+            rendered, from_header=s.mail_from, to=recipient,
+            message_id=f"<preview.{step.key}.{int(now.timestamp())}@{sender_domain(s.mail_from)}>", date=now,
+            unsubscribe_url=sample.get("unsubscribe_url") if not step.template.startswith("system/") else None,
+            list_id=None,
+        )
+        if to is None:
+            body = {"html": rendered.html, "text": rendered.text, "eml": data.decode("ascii", "replace")}[format]
+            sys.stdout.write(body if body.endswith("\n") else body + "\n")
+            return
+        from email.utils import parseaddr
+
+        from nurture.transports import NoReply, Unreachable
+
+        try:
+            reply = rt.transport.send(parseaddr(s.mail_from)[1], recipient, data)
+        except (Unreachable, NoReply) as exc:
+            raise Fail(f"test copy not sent: {exc}") from None
+        if not 200 <= reply.code < 300:
+            raise Fail(f"test copy refused by the server: {reply}")
+        console.print(f"test copy of {step.key} sent to {recipient}: {reply}", highlight=False)
+    finally:
+        rt.close()
 
 
 def _safe_url(url: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import warnings
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -138,6 +138,20 @@ class Settings(BaseSettings):
         return parse_rate(self.subscribe_rate)
 
     @property
+    def clinic(self) -> dict[str, str]:
+        """The clinic's details as the email templates see them (``clinic.name`` and so on)."""
+        return {"name": self.clinic_name, "postal_address": self.postal_address, "phone": self.clinic_phone,
+                "website_url": self.website_url}
+
+    def require_templates(self) -> None:
+        """Commands that render or plan email need the templates; say so in one line if missing."""
+        if not (self.templates_dir / "layout.html.j2").is_file():
+            raise ConfigError(
+                f"NURTURE_TEMPLATES_DIR: no email templates at {self.templates_dir} "
+                "(run from the project folder, or point NURTURE_TEMPLATES_DIR at templates/emails)"
+            )
+
+    @property
     def secret(self) -> str:
         assert self.secret_key is not None, "load_settings() always fills secret_key"
         return self.secret_key.get_secret_value()
@@ -216,7 +230,7 @@ def _dev_secret() -> str:
     key = secrets.token_urlsafe(32)
     DEV_SECRET_FILE.write_text(key + "\n")
     DEV_SECRET_FILE.chmod(0o600)
-    warnings.warn(
-        f"NURTURE_SECRET_KEY is not set: generated a development key in {DEV_SECRET_FILE}", stacklevel=2
+    logging.getLogger("nurture.config").warning(
+        "NURTURE_SECRET_KEY is not set: generated a development key in %s (set it in production)", DEV_SECRET_FILE
     )
     return key

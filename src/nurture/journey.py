@@ -13,6 +13,7 @@ The rules (time is passed in; local times come from zoneinfo, everything is stor
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -24,7 +25,9 @@ from sqlalchemy.orm import Session
 
 from nurture import outbox
 from nurture.models import OutboxMessage, Status, Subscriber
-from nurture.sequences import Sequence, Step, load_sequences
+from nurture.sequences import Sequence, Step, TemplateFormatError, load_sequences
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,13 @@ class Planner:
         return load_sequences(self.templates_dir).get(self.sequence_name)
 
     def __call__(self, session: Session, now: datetime) -> int:
-        sequence = self.sequence()
+        try:
+            sequence = self.sequence()
+        except TemplateFormatError as exc:
+            # A mistake in a template holds back new sequence steps only; confirmations, retries
+            # and broadcasts already queued still go. `nurture templates validate` shows the fix.
+            log.error("sequence %r not planned this pass: %s", self.sequence_name, exc)
+            return 0
         if sequence is None or not sequence.steps:
             return 0
         people = session.execute(

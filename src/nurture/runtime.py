@@ -43,10 +43,7 @@ class Runtime:
     @cached_property
     def renderer(self) -> Renderer:
         s = self.settings
-        clinic = {"name": s.clinic_name, "postal_address": s.postal_address, "phone": s.clinic_phone,
-                  "website_url": s.website_url}
-        return Renderer(s.templates_dir, clinic=clinic, base_url=s.base_url,
-                        consultation_url=s.consultation_url)
+        return Renderer(s.templates_dir, clinic=s.clinic, base_url=s.base_url, consultation_url=s.consultation_url)
 
     @cached_property
     def transport(self) -> Transport:

@@ -297,3 +297,18 @@ def describe_email(templates_dir: Path, template: str) -> tuple[Step, int]:
         raise TemplateFormatError(path, 1, "not a step of its sequence")
     group = parts[0] if len(parts) > 1 else ""
     return _step_from_file(path, rel, group, 0, needs_delay=False), 1
+
+
+def find_email(templates_dir: Path, key: str) -> Step | None:
+    """Any email by its front-matter key: a sequence step, a newsletter issue, or a system email
+    (system emails are found by file name, e.g. ``confirm``). Raises TemplateFormatError."""
+    templates_dir = Path(templates_dir)
+    for sequence in load_sequences(templates_dir).values():
+        if (step := sequence.step(key)) is not None:
+            return step
+    if key in (newsletters := load_newsletters(templates_dir)):
+        return newsletters[key]
+    system = templates_dir / "system" / f"{key}{EMAIL_SUFFIX}"
+    if system.is_file():
+        return describe_email(templates_dir, f"system/{key}{EMAIL_SUFFIX}")[0]
+    return None

@@ -3,10 +3,10 @@ import pytest
 from nurture.config import ConfigError, load_settings, parse_rate, parse_window
 
 
-def test_defaults_are_embedded_and_work_for_development(tmp_path, monkeypatch):
+def test_defaults_are_embedded_and_work_for_development(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match="development key"):
-        settings = load_settings({})
+    settings = load_settings({})
+    assert "development key" in caplog.text
     assert settings.database_url == "sqlite:///subscribers.db"
     assert settings.smtp_url is None and str(settings.outbox_dir) == "outbox"
     assert (tmp_path / ".nurture-dev-secret").exists()
@@ -51,3 +51,9 @@ def test_production_requires_a_secret_key():
 def test_window_and_rate_parsing():
     assert parse_window("09:00-17:00") == (540, 1020)
     assert parse_rate("20/minute") == (20, 60.0)
+
+
+def test_missing_templates_are_one_clear_line(tmp_path):
+    settings = load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_TEMPLATES_DIR": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="^NURTURE_TEMPLATES_DIR: no email templates at"):
+        settings.require_templates()

@@ -1,0 +1,97 @@
+"""One subscriber's story, for `nurture explain EMAIL` and the dashboard's search box:
+what was sent when (Message-ID, server reply), what comes next and when in their local time,
+or why nothing will."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nurture.journey import Planner, next_send
+from nurture.messages import message_id, sender_domain
+from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
+from nurture.subscribers import find_by_email
+
+_MARKETING_STATES = ("sent", "sending", "queued", "retry", "unknown")
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: datetime
+    what: str
+    detail: str = ""
+
+
+@dataclass
+class Timeline:
+    email: str
+    status: str
+    timezone: str
+    entries: list[Entry] = field(default_factory=list)
+    next_step: str | None = None
+    next_at: datetime | None = None
+    why_nothing: str | None = None
+
+    def local(self, instant: datetime) -> datetime:
+        return instant.astimezone(ZoneInfo(self.timezone))
+
+
+def build_timeline(
+    session: Session, email: str, *, now: datetime, planner: Planner, secret: str, from_header: str
+) -> Timeline | None:
+    """The timeline of the subscriber with this (normalised) address, or None if unknown."""
+    subscriber = find_by_email(session, email)
+    if subscriber is None:
+        return None
+    timeline = Timeline(email=email, status=subscriber.status.value, timezone=subscriber.timezone)
+    for event in session.scalars(select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id)):
+        scope = "" if event.scope == "all" else f" ({event.scope})"
+        timeline.entries.append(Entry(event.created_at, f"consent {event.kind}{scope}",
+                                      f"via {event.source}" + (f" from {event.ip}" if event.ip else "")))
+    rows = session.scalars(select(OutboxMessage).where(OutboxMessage.subscriber_id == subscriber.id)).all()
+    domain = sender_domain(from_header)
+    for row in rows:
+        at = row.sent_at or row.due_at
+        detail = f"{message_id(row.id, row.key, secret=secret, domain=domain)} · {row.smtp_reply or row.last_error or ''}"
+        timeline.entries.append(Entry(at, f"{row.key} · {row.state.value}", detail.strip(" ·")))
+    timeline.entries.sort(key=lambda e: e.at)
+    _explain_next(timeline, subscriber, rows, now, planner)
+    return timeline
+
+
+def _explain_next(timeline: Timeline, subscriber: Subscriber, rows, now: datetime, planner: Planner) -> None:
+    if subscriber.status is not Status.confirmed:
+        reasons = {
+            Status.pending: "waiting for the person to confirm their address",
+            Status.unsubscribed: "unsubscribed",
+            Status.bounced: "the address bounced",
+            Status.complained: "the person marked an email as spam",
+            Status.erased: "personal data erased on request",
+        }
+        timeline.why_nothing = f"{reasons[subscriber.status]} on {subscriber.status_changed_at:%Y-%m-%d %H:%M} UTC"
+        return
+    if not subscriber.wants_series:
+        timeline.why_nothing = "stopped the series (still receives the newsletter)" if subscriber.wants_newsletter \
+            else "stopped the series"
+        return
+    sequence = planner.sequence()
+    if sequence is None:
+        timeline.why_nothing = f"the sequence {subscriber.sequence!r} has no templates"
+        return
+    done = {r.key for r in rows if r.key.startswith("seq:")}
+    marketing = [r.sent_at or r.due_at for r in rows
+                 if r.key.startswith(("seq:", "bcast:")) and r.state.value in _MARKETING_STATES]
+    found = next_send(sequence, confirmed_at=subscriber.confirmed_at, zone=ZoneInfo(subscriber.timezone),
+                      done_keys=done, last_marketing_at=max(marketing, default=None), now=now,
+                      window=planner.window)
+    if found is None:
+        timeline.why_nothing = "finished the sequence; receives the newsletter" if subscriber.wants_newsletter \
+            else "finished the sequence and stopped the newsletter"
+        return
+    timeline.next_step, timeline.next_at = found[0].key, found[1]
+
+
