@@ -137,7 +137,7 @@ def test_edits_are_picked_up(tmp_path: Path) -> None:
     templates = copy_templates(tmp_path)
     renderer = Renderer(templates, clinic=CLINIC, base_url=BASE)
     name = "nurture/20-how-it-may-work.html.j2"
-    assert "A &quot;dirty drug&quot;" in renderer.render(name, sample_recipient(BASE)).html or '"dirty drug"' in renderer.render(name, sample_recipient(BASE)).html
+    assert "Glutamate, the messenger" not in renderer.render(name, sample_recipient(BASE)).text
     path = templates / name
     path.write_text(path.read_text().replace("Glutamate</h2>", "Glutamate, the messenger</h2>"))
     assert "Glutamate, the messenger" in renderer.render(name, sample_recipient(BASE)).text
@@ -221,3 +221,38 @@ def copy_templates(tmp_path: Path) -> Path:
     target = tmp_path / "emails"
     shutil.copytree(SHIPPED, target)
     return target
+
+
+def test_recipient_urls_must_be_http(renderer: Renderer) -> None:
+    with pytest.raises(ValueError, match="unsubscribe_url must be an http"):
+        renderer.render("nurture/10-welcome-history.html.j2", {**sample_recipient(BASE), "unsubscribe_url": "javascript:alert(1)"})
+
+
+def test_touching_a_file_without_changing_it_costs_no_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import nurture.rendering as rendering
+
+    templates = copy_templates(tmp_path)
+    renderer = Renderer(templates, clinic=CLINIC, base_url=BASE)
+    calls = []
+    real = rendering.inline_css
+    monkeypatch.setattr(rendering, "inline_css", lambda html: calls.append(1) or real(html))
+    renderer.render("nurture/10-welcome-history.html.j2", sample_recipient(BASE))
+    os.utime(templates / "layout.html.j2", ns=(1, 1))
+    renderer.render("nurture/10-welcome-history.html.j2", sample_recipient(BASE))
+    assert len(calls) == 1
+
+
+def test_clinic_may_be_an_object() -> None:
+    class ClinicInfo:
+        name = "Object Clinic"
+        postal_address = "2 Object Road, Objectville"
+        phone = "555"
+        website_url = "https://object.example"
+
+    out = Renderer(SHIPPED, clinic=ClinicInfo(), base_url=BASE).render(
+        "nurture/40-consultation-invite.html.j2", sample_recipient(BASE)
+    )
+    assert "2 Object Road, Objectville" in out.text
+    assert "Book a consultation: https://object.example/consultation" in out.text
