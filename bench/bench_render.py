@@ -38,6 +38,7 @@ def recipients(n: int) -> list[dict[str, str]]:
             "first_name": f"{names[i % len(names)]}{i}",
             "unsubscribe_url": f"{BASE}/unsubscribe/tok{i:08d}.sig{i * 7919:012d}",
             "preferences_url": f"{BASE}/preferences/tok{i:08d}.sig{i * 7919:012d}",
+            "confirm_url": f"{BASE}/confirm/tok{i:08d}.sig{i * 7919:012d}",
         }
         for i in range(n)
     ]
