@@ -269,6 +269,20 @@ def templates_preview(
         rt.close()
 
 
+@app.command()
+def studio(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 8001,
+) -> None:
+    """A local page for marketing: every email in order, rendered at desktop and phone widths,
+    its text and source, validation messages, a journey view; reloads when a file is saved."""
+    from nurture.web.studio import run_studio
+
+    s = settings()
+    s.require_templates()
+    console.print(f"studio on http://127.0.0.1:{port} · templates {s.templates_dir} · Ctrl-C to stop")
+    run_studio(s, host="127.0.0.1", port=port)
+
+
 def _safe_url(url: str) -> str:
     """A URL without its password, for logs."""
     from urllib.parse import urlsplit, urlunsplit

@@ -31,7 +31,8 @@ class Claim:
     id: int
     key: str
     template: str
-    attempts: int
+    attempts: int  # including this one
+    unknowns: int
     track_opens: bool
     subscriber_id: int
     email: str
@@ -43,7 +44,7 @@ class Claim:
 class Outcome:
     """What happened when a claimed message was handed to the transport."""
 
-    id: int
+    claim: Claim
     state: OutboxState  # sent, retry, failed, unknown
     reply: str | None = None
     next_attempt_at: datetime | None = None
@@ -115,7 +116,7 @@ def claim_batch(
     query = (
         select(
             OutboxMessage.id, OutboxMessage.key, OutboxMessage.template, OutboxMessage.attempts,
-            OutboxMessage.track_opens, Subscriber.id, Subscriber.email, Subscriber.first_name,
+            OutboxMessage.unknowns, OutboxMessage.track_opens, Subscriber.id, Subscriber.email, Subscriber.first_name,
             Subscriber.timezone, Subscriber.status, Subscriber.wants_series, Subscriber.wants_newsletter,
         )
         .join(Subscriber, Subscriber.id == OutboxMessage.subscriber_id)
@@ -129,11 +130,11 @@ def claim_batch(
     claims: list[Claim] = []
     unwanted: list[int] = []
     for row in session.execute(query):
-        (oid, key, template, attempts, track, sid, email, first, zone, status, series, news) = row
+        (oid, key, template, attempts, unknowns, track, sid, email, first, zone, status, series, news) = row
         if email is None or not wanted(key, status, series, news):
             unwanted.append(oid)
             continue
-        claims.append(Claim(oid, key, template, attempts + 1, track, sid, email, first, zone))
+        claims.append(Claim(oid, key, template, attempts + 1, unknowns, track, sid, email, first, zone))
     if unwanted:
         session.execute(
             update(OutboxMessage)
@@ -168,37 +169,33 @@ def still_wanted(session: Session, claims: Iterable[Claim]) -> set[int]:
     return {c.id for c in claims if c.subscriber_id in by_id and wanted(c.key, *by_id[c.subscriber_id])}
 
 
-def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, worker: str, now: datetime) -> None:
-    """Write what the transport said, in one transaction per call (a small group of messages)."""
+def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, now: datetime) -> None:
+    """Write what the transport said for a group of messages: one UPDATE executed for many rows
+    and one INSERT of events, so the round trips per group do not grow with its size."""
+    if not outcomes:
+        return
+    rows = []
     for outcome in outcomes:
-        values: dict = {"state": outcome.state, "smtp_reply": _clip(outcome.reply), "worker": None,
-                        "lease_until": None}
-        if outcome.state is OutboxState.sent:
-            values["sent_at"] = now
-        elif outcome.state is OutboxState.unknown:
-            values["unknowns"] = OutboxMessage.unknowns + 1
-            values["due_at"] = outcome.next_attempt_at or now
-            values["last_error"] = _clip(outcome.reply)
-        elif outcome.state in (OutboxState.retry, OutboxState.failed):
-            values["last_error"] = _clip(outcome.reply)
-            if outcome.next_attempt_at:
-                values["due_at"] = outcome.next_attempt_at
-        session.execute(update(OutboxMessage).where(OutboxMessage.id == outcome.id).values(**values))
+        claim = outcome.claim
+        rows.append({
+            "id": claim.id,
+            "state": outcome.state,
+            "smtp_reply": _clip(outcome.reply),
+            "worker": None,
+            "lease_until": None,
+            "sent_at": now if outcome.state is OutboxState.sent else None,
+            "last_error": None if outcome.state is OutboxState.sent else _clip(outcome.reply),
+            "unknowns": claim.unknowns + (outcome.state is OutboxState.unknown),
+            "due_at": outcome.next_attempt_at or now,
+        })
+    session.execute(update(OutboxMessage), rows)
     events = [
-        {"kind": _EVENT_KINDS[o.state], "created_at": now, "outbox_id": o.id, "detail": _clip(o.reply)}
+        {"kind": _EVENT_KINDS[o.state], "created_at": now, "outbox_id": o.claim.id,
+         "subscriber_id": o.claim.subscriber_id, "detail": _clip(o.reply)}
         for o in outcomes
         if o.state in _EVENT_KINDS
     ]
     if events:
-        subscriber_of = dict(
-            session.execute(
-                select(OutboxMessage.id, OutboxMessage.subscriber_id).where(
-                    OutboxMessage.id.in_([e["outbox_id"] for e in events])
-                )
-            ).all()
-        )
-        for event in events:
-            event["subscriber_id"] = subscriber_of.get(event["outbox_id"])
         session.execute(insert(Event), events)
 
 

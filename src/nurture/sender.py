@@ -185,10 +185,10 @@ class Sender:
             # Record what did happen even when the server went away halfway through the chunk.
             if outcomes:
                 with transaction(self.sessions) as session:
-                    outbox.record_outcomes(session, outcomes, worker=self.worker, now=now)
+                    outbox.record_outcomes(session, outcomes, now=now)
                     for outcome in outcomes:
                         if outcome.bounced:
-                            claim = next(c for c in chunk if c.id == outcome.id)
+                            claim = outcome.claim
                             subscribers.mark_status(session, claim.subscriber_id, Status.bounced, now)
                             outbox.record_event(session, "bounced", now, subscriber_id=claim.subscriber_id,
                                                 outbox_id=claim.id, detail=outcome.reply)
@@ -201,13 +201,13 @@ class Sender:
             # Kept for a later attempt, not failed: once the template is fixed the message goes.
             log.error("cannot build outbox row %s (%s): %s", claim.id, claim.template, exc)
             state = OutboxState.retry if claim.attempts < self.settings.max_attempts else OutboxState.failed
-            return Outcome(claim.id, state, f"render error: {exc}", now + retry_delay(claim.attempts))
+            return Outcome(claim, state, f"render error: {exc}", now + retry_delay(claim.attempts))
         recipient = self.settings.dev_recipient or claim.email
         try:
             reply = self.transport.send(_envelope_sender(self.settings.from_header), recipient, data)
         except NoReply as exc:
             log.warning("no reply after DATA for outbox row %s: %s", claim.id, exc)
-            return Outcome(claim.id, OutboxState.unknown, str(exc), now + UNKNOWN_RESEND_AFTER)
+            return Outcome(claim, OutboxState.unknown, str(exc), now + UNKNOWN_RESEND_AFTER)
         return self.classify(claim, reply, now)
 
     def build(self, claim: Claim, now: datetime) -> bytes:
@@ -237,11 +237,11 @@ class Sender:
     def classify(self, claim: Claim, reply: Reply, now: datetime) -> Outcome:
         """2xx sent; 4xx retry with backoff until max attempts; 5xx failed (5.1.x, 5.2.1: bounced)."""
         if 200 <= reply.code < 300:
-            return Outcome(claim.id, OutboxState.sent, str(reply))
+            return Outcome(claim, OutboxState.sent, str(reply))
         if 400 <= reply.code < 500 and claim.attempts < self.settings.max_attempts:
-            return Outcome(claim.id, OutboxState.retry, str(reply), now + retry_delay(claim.attempts))
+            return Outcome(claim, OutboxState.retry, str(reply), now + retry_delay(claim.attempts))
         bounced = reply.code >= 500 and bool(_BOUNCE_STATUS.search(reply.text))
-        return Outcome(claim.id, OutboxState.failed, str(reply), bounced=bounced)
+        return Outcome(claim, OutboxState.failed, str(reply), bounced=bounced)
 
 
 def retry_delay(attempts: int, rng: random.Random = random.Random()) -> timedelta:
