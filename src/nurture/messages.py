@@ -1,19 +1,20 @@
 """MIME bytes for one email: headers, Message-ID, List-Unsubscribe (RFC 8058), optional DKIM.
 
-Every header value comes from code or from validated data; the ``email`` package refuses CR/LF
-in a header value, so nothing a subscriber typed can add a header (tests/unit/test_messages.py).
+Every header value comes from code or from validated data and is checked for control characters
+before it is encoded, so nothing a subscriber typed can add a header (tests/unit/test_messages.py).
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, parseaddr
+from email.header import Header
+from email.utils import format_datetime, formataddr, parseaddr
+from functools import lru_cache
 from pathlib import Path
 
 from nurture.rendering import Rendered
@@ -49,18 +50,46 @@ class HeaderInjection(ValueError):
     """A header value would have become more than one header line."""
 
 
-def _set_header(message: EmailMessage, name: str, value: str) -> None:
-    """Set a header, refusing anything that could smuggle in another header.
+def _header_value(name: str, value: str) -> str:
+    """A header value as it goes on the wire: one line, RFC 2047-encoded when not ASCII.
 
-    The email package decodes RFC 2047 encoded-words in values it is given, so a value like
-    ``=?utf-8?q?x=0D=0ABcc=3A_y?=`` turns into a line break on output. Check the raw value for
-    control characters and, after parsing, the value the package will actually write."""
+    Values are checked before encoding, so nothing (not even an encoded-word such as
+    ``=?utf-8?q?x=0D=0ABcc=3A_y?=``, which the email package would decode) can add a header."""
     if _CONTROL.search(value):
         raise HeaderInjection(f"{name}: control character in header value")
-    message[name] = value
-    if _CONTROL.search(str(message[name])):
-        del message[name]
-        raise HeaderInjection(f"{name}: encoded line break in header value")
+    if name in ("From", "Reply-To"):
+        display, address = parseaddr(value)
+        return _address_header(display, address)
+    if value.isascii() and len(value) < 900:
+        return value
+    return _encoded_words(value)
+
+
+@lru_cache(maxsize=256)
+def _address_header(display: str, address: str) -> str:
+    return formataddr((display, address), charset="utf-8")
+
+
+@lru_cache(maxsize=1024)
+def _encoded_words(value: str) -> str:
+    return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+
+
+def _recipient(address: str) -> str:
+    """The To header for one address; an internationalised domain goes as IDNA (A-labels)."""
+    # "=?" would read as an RFC 2047 encoded-word to some parsers, which decode it into anything.
+    if _CONTROL.search(address) or any(c in address for c in ",<>\"") or "=?" in address:
+        raise HeaderInjection("To: not a single plain address")
+    local, _, domain = address.rpartition("@")
+    if not domain.isascii():
+        domain = domain.encode("idna").decode("ascii")
+    return f"{local}@{domain}"
+
+
+def _qp(text: str) -> bytes:
+    """UTF-8, quoted-printable (lines of at most 76 octets), CRLF line ends."""
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    return binascii.b2a_qp(normalised, istext=True).replace(b"\n", b"\r\n")
 
 
 def sender_domain(from_header: str) -> str:
@@ -86,11 +115,14 @@ def build_message(
     extra_headers: dict[str, str] | None = None,
     dkim: Dkim | None = None,
 ) -> bytes:
-    """multipart/alternative (text first, then HTML), UTF-8, quoted-printable, CRLF line ends."""
-    message = EmailMessage(policy=SMTP)
+    """multipart/alternative (text first, then HTML), UTF-8, quoted-printable, CRLF line ends.
+
+    Written directly rather than through ``email.message``: the structure never changes, and the
+    email package costs about 4 ms a message, twice the rest of sending. Tests parse the result
+    with the standard ``email`` parser."""
     headers = {
         "From": from_header,
-        "To": to,
+        "To": _recipient(to),
         "Subject": rendered.subject,
         "Date": format_datetime(date),
         "Message-ID": message_id,
@@ -100,9 +132,24 @@ def build_message(
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if list_id:
         headers["List-Id"] = list_id
-    for name, value in (headers | (extra_headers or {})).items():
-        _set_header(message, name, value)
-    message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
-    data = message.as_bytes(policy=SMTP)
+    headers.update(extra_headers or {})
+    boundary = "=_nurture_" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
+    head = "".join(f"{name}: {_header_value(name, value)}\r\n" for name, value in headers.items())
+    data = b"".join((
+        head.encode("utf-8"),
+        b"MIME-Version: 1.0\r\n",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode(),
+        _part(boundary, "plain", rendered.text),
+        _part(boundary, "html", rendered.html),
+        f"--{boundary}--\r\n".encode(),
+    ))
     return dkim.sign(data) if dkim else data
+
+
+def _part(boundary: str, subtype: str, body: str) -> bytes:
+    return b"".join((
+        f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode(),
+        _qp(body),
+        b"\r\n",
+    ))

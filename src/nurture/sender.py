@@ -17,8 +17,9 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from email.utils import parseaddr
 
@@ -88,6 +89,14 @@ class MailSettings:
     threads: int = 1
     lease: timedelta = timedelta(minutes=5)
 
+    @cached_property
+    def envelope_sender(self) -> str:
+        return parseaddr(self.from_header)[1]
+
+    @cached_property
+    def domain(self) -> str:
+        return sender_domain(self.from_header)
+
 
 Planner = Callable[[Session, datetime], int]
 
@@ -112,61 +121,70 @@ class Sender:
         progress: Callable[[int], None] | None = None,
         stop: threading.Event | None = None,
     ) -> PassSummary:
-        """Send everything due at ``now`` (at most ``limit`` messages). Raises TransportDown."""
+        """Send everything due at ``now`` (at most ``limit`` messages). Raises TransportDown.
+
+        Claiming runs ahead of sending: the connections always have about two chunks waiting,
+        so none of them idles while the next batch is claimed."""
         summary = PassSummary()
         if self.planner is not None and key_prefix is None:
             with transaction(self.sessions) as session:
                 summary.planned = self.planner(session, now)
-        remaining = limit
-        while remaining is None or remaining > 0:
-            if stop is not None and stop.is_set():
-                break
-            size = self.settings.batch_size if remaining is None else min(remaining, self.settings.batch_size)
-            with transaction(self.sessions) as session:
-                claims, suppressed = outbox.claim_batch(
-                    session, worker=self.worker, now=now, limit=size, lease=self.settings.lease,
-                    resend_unknown=self.settings.resend_unknown, key_prefix=key_prefix,
-                )
-            summary.suppressed += suppressed
-            if not claims and not suppressed:
-                break
-            if remaining is not None:
-                remaining -= len(claims) + suppressed
-            try:
-                self._send_batch(claims, now, summary, progress, stop)
-            finally:
-                with transaction(self.sessions) as session:
-                    outbox.release(session, worker=self.worker)
-        return summary
-
-    def _send_batch(self, claims, now, summary, progress, stop) -> None:
-        chunks = [claims[i:i + self.settings.chunk_size] for i in range(0, len(claims), self.settings.chunk_size)]
-        failure: list[BaseException] = []
+        threads = max(1, self.settings.threads)
+        abort = threading.Event()
         lock = threading.Lock()
 
+        def halted() -> bool:
+            return abort.is_set() or (stop is not None and stop.is_set())
+
         def run(chunk: list[Claim]) -> None:
-            if failure or (stop is not None and stop.is_set()):
-                return
-            try:
-                outcomes, suppressed = self._send_chunk(chunk, now)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, in the calling thread
-                failure.append(exc)
-                return
+            if halted():
+                return  # left claimed; released below
+            outcomes, suppressed = self._send_chunk(chunk, now)
             with lock:
                 summary.suppressed += suppressed
                 for outcome in outcomes:
                     summary.add(outcome)
-                if progress:
-                    progress(len(chunk))
+            if progress:
+                progress(len(chunk))
 
-        if self.settings.threads <= 1:
-            for chunk in chunks:
-                run(chunk)
-        else:
-            with ThreadPoolExecutor(self.settings.threads) as pool:
-                list(pool.map(run, chunks))
-        if failure:
-            raise failure[0]
+        remaining = limit
+        pending: set = set()
+        with ThreadPoolExecutor(threads, thread_name_prefix="nurture-send") as pool:
+            try:
+                while True:
+                    while (remaining is None or remaining > 0) and len(pending) < 2 * threads and not halted():
+                        size = self.settings.batch_size if remaining is None else min(remaining,
+                                                                                        self.settings.batch_size)
+                        claims, suppressed = self._claim(now, size, key_prefix)
+                        with lock:
+                            summary.suppressed += suppressed
+                        if claims is None:
+                            remaining = 0
+                            break
+                        if remaining is not None:
+                            remaining -= len(claims)
+                        step = self.settings.chunk_size
+                        pending |= {pool.submit(run, claims[i:i + step]) for i in range(0, len(claims), step)}
+                    if not pending:
+                        break
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()  # re-raises TransportDown and the like, here
+            finally:
+                abort.set()
+                wait(pending)
+                with transaction(self.sessions) as session:
+                    outbox.release(session, worker=self.worker)
+        return summary
+
+    def _claim(self, now: datetime, size: int, key_prefix: str | None) -> tuple[list[Claim] | None, int]:
+        """The next batch (None when nothing is due any more) and how many rows were suppressed."""
+        with transaction(self.sessions) as session:
+            claims, suppressed = outbox.claim_batch(
+                session, worker=self.worker, now=now, limit=size, lease=self.settings.lease,
+                resend_unknown=self.settings.resend_unknown, key_prefix=key_prefix,
+            )
+        return (None if not claims and not suppressed else claims), suppressed
 
     def _send_chunk(self, chunk: list[Claim], now: datetime) -> tuple[list[Outcome], int]:
         with transaction(self.sessions) as session:
@@ -204,7 +222,7 @@ class Sender:
             return Outcome(claim, state, f"render error: {exc}", now + retry_delay(claim.attempts))
         recipient = self.settings.dev_recipient or claim.email
         try:
-            reply = self.transport.send(_envelope_sender(self.settings.from_header), recipient, data)
+            reply = self.transport.send(self.settings.envelope_sender, recipient, data)
         except NoReply as exc:
             log.warning("no reply after DATA for outbox row %s: %s", claim.id, exc)
             return Outcome(claim, OutboxState.unknown, str(exc), now + UNKNOWN_RESEND_AFTER)
@@ -212,10 +230,11 @@ class Sender:
 
     def build(self, claim: Claim, now: datetime) -> bytes:
         """The exact bytes of this outbox row's message (the same Message-ID on every attempt)."""
+        unsubscribe_url = self.links.unsubscribe(claim.subscriber_id)
         recipient = {
             "first_name": claim.first_name or "",
-            "unsubscribe_url": self.links.unsubscribe(claim.subscriber_id),
-            "preferences_url": self.links.preferences(claim.subscriber_id),
+            "unsubscribe_url": unsubscribe_url,
+            "preferences_url": self.links.preferences_from(unsubscribe_url),
         }
         is_confirmation = claim.key.startswith("sys:confirm:")
         if is_confirmation:
@@ -227,7 +246,7 @@ class Sender:
             from_header=self.settings.from_header,
             to=claim.email,
             message_id=message_id(claim.id, claim.key, secret=self.settings.secret,
-                                  domain=sender_domain(self.settings.from_header)),
+                                  domain=self.settings.domain),
             date=now,
             unsubscribe_url=None if is_confirmation else recipient["unsubscribe_url"],
             list_id=None if is_confirmation else self.settings.list_id,
@@ -248,10 +267,6 @@ def retry_delay(attempts: int, rng: random.Random = random.Random()) -> timedelt
     """Exponential backoff with +-20% jitter, so a server's backlog is not hit all at once."""
     base = RETRY_BASE * RETRY_FACTOR ** (attempts - 1)
     return base * rng.uniform(0.8, 1.2)
-
-
-def _envelope_sender(from_header: str) -> str:
-    return parseaddr(from_header)[1]
 
 
 def utcnow() -> datetime:

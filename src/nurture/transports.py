@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import mailbox
 import queue
-import re
 import smtplib
 import socket
 import ssl
@@ -40,7 +39,7 @@ class NoReply(Exception):
 
 class Transport(Protocol):
     def send(self, sender: str, recipient: str, data: bytes) -> Reply:
-        """Hand one message over. Returns the server's final reply (2xx, 4xx or 5xx);
+        """Hand one message (bytes with CRLF line ends) over. Returns the server's final reply (2xx, 4xx or 5xx);
         raises Unreachable before any data went out, NoReply after."""
 
     def close(self) -> None: ...
@@ -128,11 +127,13 @@ class SmtpPool:
     @staticmethod
     def _send_on(conn: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> Reply:
         try:
-            code, text = conn.mail(sender)
+            # Plain commands rather than smtplib's mail()/rcpt(), which re-parse both addresses
+            # with the email package on every message.
+            code, text = conn.docmd(f"MAIL FROM:<{sender}>")
             if code != 250:
                 conn.rset()
                 return Reply(code, _text(text))
-            code, text = conn.rcpt(recipient)
+            code, text = conn.docmd(f"RCPT TO:<{recipient}>")
             if code not in (250, 251):
                 conn.rset()
                 return Reply(code, _text(text))
@@ -167,15 +168,14 @@ class _Reconnect(Exception):
 
 
 def _dot_stuffed(data: bytes) -> bytes:
-    """What smtplib.SMTP.data() sends: CRLF line ends, leading dots doubled, then CRLF.CRLF."""
-    q = _LEADING_DOT.sub(b"..", _BARE_EOL.sub(b"\r\n", data))
+    """The DATA payload: leading dots doubled, then CRLF.CRLF. ``data`` has CRLF line ends
+    already (messages.build_message writes them), so no line-end rewriting is needed."""
+    q = data.replace(b"\r\n.", b"\r\n..")
+    if q.startswith(b"."):
+        q = b"." + q
     if not q.endswith(b"\r\n"):
         q += b"\r\n"
     return q + b".\r\n"
-
-
-_BARE_EOL = re.compile(rb"\r\n|\n|\r(?!\n)")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def _text(raw: bytes | str) -> str:

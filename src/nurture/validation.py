@@ -51,6 +51,10 @@ def normalise_email(raw: object) -> str:
     if _CONTROL.search(raw):
         raise InvalidInput("email", "The email address contains a line break or control character.")
     text = raw.strip()
+    if "=?" in text:
+        # An RFC 2047 encoded-word in an address: no real mailbox has one, and mail parsers
+        # would decode it into characters the address could not otherwise contain.
+        raise InvalidInput("email", "That doesn't look like an email address.")
     if len(text) > MAX_EMAIL:
         raise InvalidInput("email", f"The email address is longer than {MAX_EMAIL} characters.")
     try:
@@ -102,15 +106,23 @@ def parse_bool(raw: object, field: str) -> bool:
     raise InvalidInput(field, f"{field} must be true or false.")
 
 
-def parse_signup(data: Mapping[str, object]) -> Signup:
-    """Check a signup body; raise InvalidInput for the first problem found."""
+def parse_signup(data: Mapping[str, object], *, lenient_timezone: bool = False) -> Signup:
+    """Check a signup body; raise InvalidInput for the first problem found.
+
+    ``lenient_timezone``: for the browser form, whose time zone comes from a line of JavaScript the
+    person cannot see or correct, an unknown zone falls back to the clinic's instead of an error."""
     unknown = sorted(set(data) - SIGNUP_FIELDS)
     if unknown:
         raise InvalidInput(unknown[0], f"Unknown field: {', '.join(unknown)}.")
     honeypot = data.get("website")
     email = normalise_email(data.get("email"))
     first_name = clean_name(data.get("first_name"))
-    timezone = clean_timezone(data.get("timezone"))
+    try:
+        timezone = clean_timezone(data.get("timezone"))
+    except InvalidInput:
+        if not lenient_timezone:
+            raise
+        timezone = None
     if not parse_bool(data.get("consent", False), "consent"):
         raise InvalidInput("consent", "Please tick the box to agree to receive the emails.")
     version = data.get("consent_version")

@@ -243,6 +243,13 @@ def test_rate_limit_per_ip_answers_429_with_retry_after(tmp_path, database_url, 
     assert codes == [202, 202, 202, 429, 429]
 
 
+def test_form_with_a_time_zone_the_server_does_not_know_falls_back_to_the_clinics(client, runtime):
+    # The zone comes from the browser's JavaScript; the person could not correct it.
+    response = client.post("/subscribe", data={"email": "tz@example.com", "consent": "on", "timezone": "Mars/Olympus"})
+    assert response.status_code == 200
+    assert rows(runtime, Subscriber)[0].timezone == runtime.settings.timezone
+
+
 def test_internationalised_domain_is_stored_normalised(client, runtime):
     assert signup(client, "Anna@BÜCHER.de").status_code == 202
     assert signup(client, "anna@xn--bcher-kva.de").status_code == 202

@@ -141,7 +141,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
             return page("message.html", 429, title="Please wait a moment",
                         message="We received many signups from your network. Please try again in a minute.")
         try:
-            signup = parse_signup(data)
+            signup = parse_signup(data, lenient_timezone=not is_json)
         except InvalidInput as exc:
             if is_json:
                 return JSONResponse({"error": exc.message, "field": exc.field}, status_code=422)
