@@ -153,3 +153,19 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     detail: Mapped[str | None] = mapped_column(String(512))
+
+
+class Broadcast(Base):
+    """A newsletter issue sent once to an audience fixed when it was created. Each recipient has
+    one outbox row keyed ``bcast:<id>``, so a resumed or repeated send never sends twice."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    template: Mapped[str] = mapped_column(String(255))
+    audience: Mapped[str] = mapped_column(String(80))  # all, finished, tag:<name>
+    status: Mapped[str] = mapped_column(String(16))  # scheduled, sending, sent, cancelled
+    send_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    track_opens: Mapped[bool] = mapped_column(default=False)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)

@@ -30,6 +30,7 @@ CONSENT_WORDINGS = {
 CONSENT_VERSION = "2026-11-28"
 CONFIRM_TEMPLATE = "system/confirm.html.j2"
 RESEND_AFTER = timedelta(minutes=10)
+_CAN_OPT_IN_AGAIN = (Status.unsubscribed, Status.erased, Status.bounced, Status.complained)
 UNSUBSCRIBE_SCOPES = ("all", "series", "newsletter")
 
 
@@ -63,15 +64,17 @@ def subscribe(
 ) -> SignupOutcome:
     """Record a signup and queue a confirmation email when one is due.
 
-    New and previously unsubscribed (or erased) addresses start a fresh double opt-in. A pending
-    address gets another confirmation at most once per 10 minutes and ``confirmations_per_day``
-    times a day, so nobody can mail-bomb a stranger. Confirmed, bounced and complained addresses
-    get nothing.
+    New, unsubscribed, erased, bounced and complained addresses start a fresh double opt-in. A
+    pending address gets another confirmation at most once per 10 minutes, and any address at most
+    ``confirmations_per_day`` a day, so nobody can mail-bomb a stranger. Confirmed addresses get
+    nothing (the answer to the person is the same either way).
     """
     if signup.honeypot_filled:
         return SignupOutcome(None, False)
     subscriber = find_by_email(session, signup.email)
-    fresh = subscriber is None or subscriber.status in (Status.unsubscribed, Status.erased)
+    # A new double opt-in is a new, verified consent: it may follow an unsubscribe, an erasure,
+    # a bounce (the mailbox works again) or a complaint (the person asked again themselves).
+    fresh = subscriber is None or subscriber.status in _CAN_OPT_IN_AGAIN
     if subscriber is None:
         subscriber = Subscriber(
             email=signup.email,
@@ -87,7 +90,7 @@ def subscribe(
         )
         session.add(subscriber)
         session.flush()
-    elif subscriber.status in (Status.unsubscribed, Status.erased):
+    elif subscriber.status in _CAN_OPT_IN_AGAIN:
         subscriber.email = signup.email
         subscriber.first_name = signup.first_name
         subscriber.timezone = signup.timezone or default_timezone
@@ -231,8 +234,15 @@ def _record_consent(
     )
 
 
-def mark_status(session: Session, subscriber_id: int, status: Status, now: datetime) -> None:
-    """Set a delivery-driven status (bounced, complained) and cancel what is queued."""
+def mark_status(
+    session: Session, subscriber_id: int, status: Status, now: datetime, *, detail: str | None = None
+) -> None:
+    """Set a delivery-driven status (bounced, complained) and cancel what is queued. A complaint
+    is also a withdrawal of consent, so it goes into the consent ledger."""
+    if status is Status.complained:
+        subscriber = session.get(Subscriber, subscriber_id)
+        if subscriber is not None:
+            _record_consent(session, subscriber, "withdraw", now, RequestInfo(None, None, "complaint"), None)
     session.execute(
         update(Subscriber)
         .where(Subscriber.id == subscriber_id)
