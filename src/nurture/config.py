@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     dkim_selector: str | None = None
     dkim_domain: str | None = None
 
+    track_clicks: bool = True  # opens are off unless a sequence or broadcast turns them on
+
     # The clinic
     clinic_name: str = "Clearwater Psychiatry"
     postal_address: str = "Clearwater Psychiatry, 200 Lakeview Avenue, Suite 310, Madison, WI 53703, USA"

@@ -155,6 +155,18 @@ def claim_batch(
     return claims, len(unwanted)
 
 
+def claim_of(session: Session, outbox_id: int) -> Claim | None:
+    """A read-only Claim for an existing row (to render a sent message again, e.g. for a click)."""
+    row = session.execute(
+        select(OutboxMessage.id, OutboxMessage.key, OutboxMessage.template, OutboxMessage.attempts,
+               OutboxMessage.unknowns, OutboxMessage.track_opens, Subscriber.id, Subscriber.email,
+               Subscriber.first_name, Subscriber.timezone)
+        .join(Subscriber, Subscriber.id == OutboxMessage.subscriber_id)
+        .where(OutboxMessage.id == outbox_id)
+    ).one_or_none()
+    return None if row is None or row[7] is None else Claim(*row)
+
+
 def still_wanted(session: Session, claims: Iterable[Claim]) -> set[int]:
     """Ids of the claims whose subscriber still wants them, in one query (the pre-send check)."""
     claims = list(claims)

@@ -16,6 +16,7 @@ from nurture.ratelimit import Pacer
 from nurture.rendering import Renderer
 from nurture.sender import MailSettings, Sender
 from nurture.tokens import Tokens
+from nurture.tracking import Tracker
 from nurture.transports import MaildirTransport, SmtpConfig, SmtpPool, Transport
 
 
@@ -81,6 +82,7 @@ class Runtime:
             links=self.links,
             settings=self.mail_settings(),
             planner=Planner.from_settings(self.settings),
+            tracker=Tracker(self.settings.base_url, self.tokens) if self.settings.track_clicks else None,
             pacer=Pacer(self.settings.rate_per_second, self.settings.rate_per_hour),
         )
 

@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from email.utils import parseaddr
@@ -32,7 +32,8 @@ from nurture.messages import Dkim, build_message, message_id, sender_domain
 from nurture.models import OutboxState, Status
 from nurture.outbox import Claim, Outcome
 from nurture.ratelimit import Pacer
-from nurture.rendering import Renderer
+from nurture.rendering import Rendered, Renderer
+from nurture.tracking import Tracker
 from nurture.transports import NoReply, Reply, Transport, Unreachable
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Sender:
     links: Links
     settings: MailSettings
     planner: Planner | None = None
+    tracker: Tracker | None = None
     pacer: Pacer = field(default_factory=Pacer)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
 
@@ -228,28 +230,37 @@ class Sender:
             return Outcome(claim, OutboxState.unknown, str(exc), now + UNKNOWN_RESEND_AFTER)
         return self.classify(claim, reply, now)
 
-    def build(self, claim: Claim, now: datetime) -> bytes:
-        """The exact bytes of this outbox row's message (the same Message-ID on every attempt)."""
-        unsubscribe_url = self.links.unsubscribe(claim.subscriber_id)
-        recipient = {
-            "first_name": claim.first_name or "",
-            "unsubscribe_url": unsubscribe_url,
-            "preferences_url": self.links.preferences_from(unsubscribe_url),
-        }
-        is_confirmation = claim.key.startswith("sys:confirm:")
-        if is_confirmation:
+    def content(self, claim: Claim, now: datetime) -> tuple[Rendered, dict[str, str]]:
+        """The rendered email for this outbox row, before tracking, and its per-recipient values."""
+        if claim.key.startswith("sys:confirm:"):
             round_ = int(claim.key.rsplit(":", 1)[1])
             recipient = {"confirm_url": self.links.confirm(claim.subscriber_id, round_, now)}
-        rendered = self.renderer.render(claim.template, recipient)
+        else:
+            unsubscribe_url = self.links.unsubscribe(claim.subscriber_id)
+            recipient = {
+                "first_name": claim.first_name or "",
+                "unsubscribe_url": unsubscribe_url,
+                "preferences_url": self.links.preferences_from(unsubscribe_url),
+            }
+        return self.renderer.render(claim.template, recipient), recipient
+
+    def build(self, claim: Claim, now: datetime) -> bytes:
+        """The exact bytes of this outbox row's message (the same Message-ID on every attempt)."""
+        rendered, recipient = self.content(claim, now)
+        is_marketing = "unsubscribe_url" in recipient
+        if is_marketing and self.tracker is not None:
+            # Never tracked: the confirmation (no consent yet) and the unsubscribe links.
+            untracked = frozenset((recipient["unsubscribe_url"], recipient["preferences_url"]))
+            html = self.tracker.rewrite(rendered.html, claim.id, untracked=untracked, track_opens=claim.track_opens)
+            rendered = replace(rendered, html=html)
         return build_message(
             rendered,
             from_header=self.settings.from_header,
             to=claim.email,
-            message_id=message_id(claim.id, claim.key, secret=self.settings.secret,
-                                  domain=self.settings.domain),
+            message_id=message_id(claim.id, claim.key, secret=self.settings.secret, domain=self.settings.domain),
             date=now,
-            unsubscribe_url=None if is_confirmation else recipient["unsubscribe_url"],
-            list_id=None if is_confirmation else self.settings.list_id,
+            unsubscribe_url=recipient["unsubscribe_url"] if is_marketing else None,
+            list_id=self.settings.list_id if is_marketing else None,
             dkim=self.settings.dkim,
         )
 

@@ -16,19 +16,20 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nurture import subscribers
+from nurture import outbox, subscribers
 from nurture.db import transaction
-from nurture.models import Subscriber
+from nurture.models import OutboxMessage, Subscriber
 from nurture.ratelimit import WindowLimiter
 from nurture.runtime import Runtime
 from nurture.sender import utcnow
 from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, ConfirmResult, RequestInfo
 from nurture.tokens import ExpiredToken, InvalidToken
+from nurture.tracking import links_in, resolve
 from nurture.validation import InvalidInput, Signup, parse_signup
 from nurture.web.dispatch import Dispatcher
 
@@ -65,7 +66,8 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
                          clinic_phone=settings.clinic_phone, website_url=settings.website_url)
     limit, period = settings.subscribe_limit
     limiter = WindowLimiter(limit, period)
-    dispatcher = Dispatcher(runtime.sender(), clock) if dispatch else None
+    sender = runtime.sender()
+    dispatcher = Dispatcher(sender, clock) if dispatch else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -242,12 +244,50 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
             raise BadRequest(404, "This unsubscribe link is not valid. Reply to any of our emails and "
                                   "we will remove you by hand.") from None
 
+    @app.get("/c/{token}", summary="A tracked link: redirects to a link of that email")
+    def click(token: str, request: Request):
+        if sender.tracker is None:
+            raise BadRequest(404, "This link is not valid.")
+        try:
+            outbox_id, index, url_hash = sender.tracker.read_click(token)
+        except InvalidToken:
+            raise BadRequest(404, "This link is not valid.") from None
+        now = clock()
+        with runtime.sessions() as session:
+            claim = outbox.claim_of(session, outbox_id)
+        if claim is None:
+            # The person's data was erased: the message can no longer be rebuilt.
+            return RedirectResponse(settings.website_url, status_code=302)
+        rendered, _recipient = sender.content(claim, now)
+        target = resolve(links_in(rendered.html), index, url_hash) or settings.website_url
+        with transaction(runtime.sessions) as session:
+            outbox.record_event(session, "clicked", now, subscriber_id=claim.subscriber_id, outbox_id=claim.id,
+                                detail=target)
+        return RedirectResponse(target, status_code=302, headers={"Referrer-Policy": "no-referrer"})
+
+    @app.get("/o/{token}", summary="Open pixel (only in emails that turned it on)")
+    def opened(token: str):
+        if sender.tracker is None:
+            raise BadRequest(404, "Not found.")
+        try:
+            outbox_id = sender.tracker.read_open(token)
+        except InvalidToken:
+            raise BadRequest(404, "Not found.") from None
+        with transaction(runtime.sessions) as session:
+            row = session.get(OutboxMessage, outbox_id)
+            if row is not None:
+                outbox.record_event(session, "opened", clock(), subscriber_id=row.subscriber_id, outbox_id=row.id)
+        return Response(_PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
+
     @app.get("/healthz", summary="Liveness")
     def healthz():
         return {"status": "ok"}
 
     return app
 
+
+# A transparent 1x1 GIF.
+_PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
