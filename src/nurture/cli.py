@@ -16,6 +16,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Email nurture sequences and newsletter for the clinic.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
+broadcast_app = typer.Typer(no_args_is_help=True, help="Newsletter issues sent once to an audience.")
+app.add_typer(broadcast_app, name="broadcast")
+bounces_app = typer.Typer(no_args_is_help=True, help="Returned mail and spam complaints.")
+app.add_typer(bounces_app, name="bounces")
 templates_app = typer.Typer(no_args_is_help=True, help="Check and preview the email templates marketing edits.")
 app.add_typer(templates_app, name="templates")
 console = Console(stderr=True, soft_wrap=True)
@@ -131,7 +135,7 @@ def send_due(
     """One pass: queue the sequence steps due at NOW and send everything due."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from nurture.sender import TransportDown
+    from nurture.sender import CircuitOpen, TransportDown
 
     instant = parse_now(now)
     rt = runtime()
@@ -146,6 +150,8 @@ def send_due(
             summary = sender.run_pass(instant, limit=limit)
     except TransportDown as exc:
         raise Fail(f"mail server unreachable, nothing was marked sent (run again later): {exc}") from None
+    except CircuitOpen as exc:
+        raise Fail(str(exc)) from None
     finally:
         rt.close()
     out.print(f"planned {summary.planned}; {summary.line()}")
@@ -281,6 +287,141 @@ def studio(
     s.require_templates()
     console.print(f"studio on http://127.0.0.1:{port} · templates {s.templates_dir} · Ctrl-C to stop")
     run_studio(s, host="127.0.0.1", port=port)
+
+
+@broadcast_app.command("create")
+def broadcast_create(
+    template: Annotated[str, typer.Argument(help="The newsletter's key (front matter), e.g. 2026-12-winter.")],
+    audience: Annotated[str, typer.Option(help="all, finished (the sequence), or tag:NAME.")] = "all",
+    at: Annotated[Optional[str], typer.Option(help="When it goes (ISO-8601); default: now, via the scheduler.")] = None,
+    track_opens: Annotated[bool, typer.Option("--track-opens", help="Add the open pixel (off by default).")] = False,
+    now: Annotated[Optional[str], typer.Option(help="Pretend it is this instant (ISO-8601).")] = None,
+) -> None:
+    """Create a broadcast: the audience is fixed now; it goes at --at through the scheduler."""
+    from nurture import broadcasts
+    from nurture.db import transaction
+    from nurture.journey import Planner
+    from nurture.sequences import TemplateFormatError, load_newsletters
+
+    instant = parse_now(now)
+    send_at = parse_now(at) if at else instant
+    s = settings()
+    rt = runtime(s)
+    planner = Planner.from_settings(s)
+    try:
+        newsletters = load_newsletters(s.templates_dir)
+        if template not in newsletters:
+            known = ", ".join(sorted(newsletters)) or "none"
+            raise Fail(f"no newsletter with the key {template!r} (known: {known})")
+        with transaction(rt.sessions) as session:
+            broadcast = broadcasts.create(session, newsletter=newsletters[template], audience=audience,
+                                          send_at=send_at, now=instant, sequence=planner.sequence(),
+                                          window=planner.window, track_opens=track_opens)
+    except (broadcasts.BroadcastError, TemplateFormatError) as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        rt.close()
+    out.print(f"broadcast {broadcast.id}: {template} to {broadcast.recipients} people ({audience}), "
+              f"from {send_at:%Y-%m-%d %H:%M} UTC")
+
+
+@broadcast_app.command("list")
+def broadcast_list() -> None:
+    """Every broadcast with its state and how many copies are sent, queued or failed."""
+    from rich.table import Table
+
+    from nurture import broadcasts
+
+    rt = runtime()
+    try:
+        with rt.sessions() as session:
+            rows = broadcasts.list_broadcasts(session)
+    finally:
+        rt.close()
+    table = Table("id", "template", "audience", "goes at (UTC)", "state", "recipients", "sent", "queued", "failed")
+    for row in rows:
+        b, c = row.broadcast, row.counts
+        table.add_row(str(b.id), b.template, b.audience, f"{b.send_at:%Y-%m-%d %H:%M}", row.state,
+                      str(b.recipients), str(c.get("sent", 0)),
+                      str(sum(c.get(k, 0) for k in ("queued", "retry", "sending", "unknown"))), str(c.get("failed", 0)))
+    out.print(table)
+
+
+@broadcast_app.command("send")
+def broadcast_send(
+    broadcast_id: Annotated[int, typer.Argument(metavar="ID")],
+    include_new: Annotated[bool, typer.Option("--include-new", help="Also people who subscribed since it was created.")] = False,
+    now: Annotated[Optional[str], typer.Option(help="Pretend it is this instant (ISO-8601).")] = None,
+) -> None:
+    """Send a broadcast now (what is already sent is never sent again)."""
+    from nurture import broadcasts
+    from nurture.db import transaction
+    from nurture.journey import Planner
+    from nurture.sender import CircuitOpen, TransportDown
+
+    instant = parse_now(now)
+    s = settings()
+    rt = runtime(s)
+    planner = Planner.from_settings(s)
+    try:
+        with transaction(rt.sessions) as session:
+            added = broadcasts.include_new(session, broadcast_id, now=instant, sequence=planner.sequence(),
+                                           window=planner.window) if include_new else 0
+            due = broadcasts.send_now(session, broadcast_id, now=instant, window=planner.window)
+        summary = rt.sender().run_pass(instant, key_prefix=f"bcast:{broadcast_id}")
+    except (broadcasts.BroadcastError, CircuitOpen) as exc:
+        raise Fail(str(exc)) from None
+    except TransportDown as exc:
+        raise Fail(f"mail server unreachable, nothing was marked sent (run again later): {exc}") from None
+    finally:
+        rt.close()
+    later = f"; {due - summary.sent} wait for a day without a sequence email" if due > summary.sent else ""
+    out.print(f"broadcast {broadcast_id}: {summary.line()}" + (f"; {added} new people added" if added else "") + later)
+
+
+@broadcast_app.command("cancel")
+def broadcast_cancel(broadcast_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Stop a broadcast: copies not yet sent are cancelled."""
+    from nurture import broadcasts
+    from nurture.db import transaction
+
+    rt = runtime()
+    try:
+        with transaction(rt.sessions) as session:
+            stopped = broadcasts.cancel(session, broadcast_id)
+    except broadcasts.BroadcastError as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        rt.close()
+    out.print(f"broadcast {broadcast_id} cancelled: {stopped} copies will not be sent")
+
+
+@bounces_app.command("ingest")
+def bounces_ingest(
+    source: Annotated[Optional[str], typer.Argument(metavar="PATH", help="A Maildir folder or an mbox file.")] = None,
+    imap: Annotated[bool, typer.Option("--imap", help="Read NURTURE_BOUNCE_IMAP_URL instead of PATH.")] = False,
+) -> None:
+    """Read returned mail and complaints: hard bounces and complaints suppress at once,
+    three soft bounces in 15 days suppress too."""
+    from pathlib import Path
+
+    from nurture import bounces
+    from nurture.sender import utcnow
+
+    s = settings()
+    if imap == (source is not None):
+        raise Fail("give either PATH or --imap")
+    if imap and not s.bounce_imap_url:
+        raise Fail("--imap needs NURTURE_BOUNCE_IMAP_URL (imaps://user:password@host/INBOX)")
+    rt = runtime(s)
+    try:
+        messages = bounces.read_imap(s.bounce_imap_url) if imap else bounces.read_maildir_or_mbox(Path(source))
+        report = bounces.ingest(rt.sessions, messages, now=utcnow(), secret=s.secret, from_header=s.mail_from)
+    except (ValueError, OSError) as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        rt.close()
+    out.print(report.summary())
 
 
 def _safe_url(url: str) -> str:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     dkim_selector: str | None = None
     dkim_domain: str | None = None
 
+    bounce_imap_url: str | None = None
+    max_bounce_rate: float = Field(0.05, gt=0, le=1, description="pause a run above this share of bounces")
+    max_complaint_rate: float = Field(0.003, gt=0, le=1, description="pause sending above this complaint rate")
     track_clicks: bool = True  # opens are off unless a sequence or broadcast turns them on
 
     # The clinic

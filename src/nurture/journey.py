@@ -28,6 +28,7 @@ from nurture.models import OutboxMessage, Status, Subscriber
 from nurture.sequences import Sequence, Step, TemplateFormatError, load_sequences
 
 log = logging.getLogger(__name__)
+PLAN_PAGE = 2000
 
 
 @dataclass(frozen=True)
@@ -129,42 +130,79 @@ class Planner:
             return 0
         if sequence is None or not sequence.steps:
             return 0
-        people = session.execute(
-            select(Subscriber.id, Subscriber.confirmed_at, Subscriber.timezone).where(
-                Subscriber.status == Status.confirmed,
-                Subscriber.wants_series.is_(True),
-                Subscriber.sequence == sequence.name,
-                Subscriber.confirmed_at <= now,
-            )
-        ).all()
-        if not people:
-            return 0
-        done, last_marketing = self._history(session)
+        planned = 0
+        after = 0
+        while True:
+            # A page of subscribers at a time, so memory stays flat however many there are.
+            people = session.execute(
+                select(Subscriber.id, Subscriber.confirmed_at, Subscriber.timezone)
+                .where(
+                    Subscriber.id > after,
+                    Subscriber.status == Status.confirmed,
+                    Subscriber.wants_series.is_(True),
+                    Subscriber.sequence == sequence.name,
+                    Subscriber.confirmed_at <= now,
+                )
+                .order_by(Subscriber.id)
+                .limit(PLAN_PAGE)
+            ).all()
+            if not people:
+                return planned
+            after = people[-1][0]
+            planned += self._plan_page(session, sequence, people, now)
+
+    def _plan_page(self, session: Session, sequence: Sequence, people, now: datetime) -> int:
+        history = marketing_history(session, now, (people[0][0], people[-1][0]))
         rows = []
         for sid, confirmed_at, zone_name in people:
+            zone = ZoneInfo(zone_name)
             found = next_send(
-                sequence, confirmed_at=confirmed_at, zone=ZoneInfo(zone_name), done_keys=done.get(sid, set()),
-                last_marketing_at=last_marketing.get(sid), now=now, window=self.window,
+                sequence, confirmed_at=confirmed_at, zone=zone, done_keys=history.done.get(sid, set()),
+                last_marketing_at=history.last.get(sid), now=now, window=self.window,
             )
-            if found is not None and found[1] <= now:
-                step = found[0]
-                rows.append(dict(subscriber_id=sid, key=key_of(step), template=step.template, due_at=now,
-                                 track_opens=step.track_opens))
+            if found is None or found[1] > now:
+                continue
+            if now.astimezone(zone).date() in {at.astimezone(zone).date() for at in history.upcoming.get(sid, ())}:
+                continue  # a newsletter goes to them later today: the sequence step waits a day
+            step = found[0]
+            rows.append(dict(subscriber_id=sid, key=key_of(step), template=step.template, due_at=now,
+                             track_opens=step.track_opens))
         outbox.enqueue_many(session, rows, now=now)
         return len(rows)
 
-    @staticmethod
-    def _history(session: Session) -> tuple[dict[int, set[str]], dict[int, datetime]]:
-        """Per subscriber: the sequence keys they have rows for, and their latest marketing email."""
-        done: dict[int, set[str]] = defaultdict(set)
-        last: dict[int, datetime] = {}
-        marketing = or_(OutboxMessage.key.startswith("seq:"), OutboxMessage.key.startswith("bcast:"))
-        when = func.coalesce(OutboxMessage.sent_at, OutboxMessage.due_at)
-        for sid, key, at, state in session.execute(
-            select(OutboxMessage.subscriber_id, OutboxMessage.key, when, OutboxMessage.state).where(marketing)
-        ):
-            if key.startswith("seq:"):
-                done[sid].add(key)
-            if state.value in ("sent", "sending", "queued", "retry", "unknown") and (sid not in last or at > last[sid]):
-                last[sid] = at
-        return done, last
+
+@dataclass
+class MarketingHistory:
+    """Per subscriber: sequence keys they have rows for, their latest marketing email up to now,
+    and the newsletter sends queued for later."""
+
+    done: dict[int, set[str]]
+    last: dict[int, datetime]
+    upcoming: dict[int, list[datetime]]
+
+
+_ACTIVE = ("sent", "sending", "queued", "retry", "unknown")
+
+
+def marketing_history(
+    session: Session, now: datetime, id_range: tuple[int, int] | None = None
+) -> MarketingHistory:
+    """One query over the marketing rows (sequence and newsletter) of everyone, or of the
+    subscribers whose ids are in ``id_range`` (inclusive)."""
+    history = MarketingHistory(defaultdict(set), {}, defaultdict(list))
+    marketing = or_(OutboxMessage.key.startswith("seq:"), OutboxMessage.key.startswith("bcast:"))
+    query = select(OutboxMessage.subscriber_id, OutboxMessage.key,
+                   func.coalesce(OutboxMessage.sent_at, OutboxMessage.due_at), OutboxMessage.state).where(marketing)
+    if id_range is not None:
+        query = query.where(OutboxMessage.subscriber_id.between(*id_range))
+    for sid, key, at, state in session.execute(query):
+        if key.startswith("seq:"):
+            history.done[sid].add(key)
+        if state.value not in _ACTIVE:
+            continue
+        if at <= now:
+            if sid not in history.last or at > history.last[sid]:
+                history.last[sid] = at
+        elif key.startswith("bcast:"):
+            history.upcoming[sid].append(at)
+    return history

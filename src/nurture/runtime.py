@@ -70,6 +70,8 @@ class Runtime:
             dev_recipient=s.dev_recipient,
             dkim=dkim,
             threads=s.smtp_pool_size if s.smtp_url else 1,
+            max_bounce_rate=s.max_bounce_rate,
+            max_complaint_rate=s.max_complaint_rate,
         )
 
     def sender(self) -> Sender:

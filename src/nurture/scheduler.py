@@ -9,7 +9,7 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from nurture.sender import Sender, TransportDown, utcnow
+from nurture.sender import CircuitOpen, Sender, TransportDown, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,8 @@ def send_job(sender: Sender, stop: threading.Event) -> None:
         log.info("scheduled pass: planned %d, %s", summary.planned, summary.line())
     except TransportDown as exc:
         log.error("mail server unreachable; messages stay queued for the next run: %s", exc)
+    except CircuitOpen as exc:
+        log.error("%s", exc)
     except Exception:  # noqa: BLE001 - a scheduler must survive one bad pass
         log.exception("scheduled pass failed; the next run will try again")
 

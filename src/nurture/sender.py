@@ -48,6 +48,11 @@ class TransportDown(Exception):
     """The mail server could not be reached; nothing was marked sent, claims were released."""
 
 
+class CircuitOpen(Exception):
+    """Too many bounces in this run, or too many complaints lately: sending paused to protect the
+    domain's reputation. Claims were released; nothing is lost."""
+
+
 @dataclass
 class PassSummary:
     sent: int = 0
@@ -89,6 +94,9 @@ class MailSettings:
     chunk_size: int = 20
     threads: int = 1
     lease: timedelta = timedelta(minutes=5)
+    max_bounce_rate: float = 0.05
+    max_complaint_rate: float = 0.003
+    breaker_min_sample: int = 100  # rates over fewer messages say nothing
 
     @cached_property
     def envelope_sender(self) -> str:
@@ -131,6 +139,8 @@ class Sender:
         if self.planner is not None and key_prefix is None:
             with transaction(self.sessions) as session:
                 summary.planned = self.planner(session, now)
+        if key_prefix is None or not key_prefix.startswith("sys:"):
+            self._check_complaints(now)
         threads = max(1, self.settings.threads)
         abort = threading.Event()
         lock = threading.Lock()
@@ -172,12 +182,33 @@ class Sender:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         future.result()  # re-raises TransportDown and the like, here
+                    self._check_bounces(summary)
             finally:
                 abort.set()
                 wait(pending)
                 with transaction(self.sessions) as session:
                     outbox.release(session, worker=self.worker)
         return summary
+
+    def _check_bounces(self, summary: PassSummary) -> None:
+        attempted = summary.sent + summary.failed + summary.retried + summary.unknown
+        if attempted >= self.settings.breaker_min_sample and summary.bounced / attempted > self.settings.max_bounce_rate:
+            raise CircuitOpen(
+                f"paused: {summary.bounced} of {attempted} messages in this run bounced "
+                f"({summary.bounced / attempted:.1%}, limit {self.settings.max_bounce_rate:.1%}); "
+                "check where these addresses came from, then run again"
+            )
+
+    def _check_complaints(self, now: datetime) -> None:
+        """Complaints arrive later, by feedback loop: judge the last week, before sending anything."""
+        with self.sessions() as session:
+            complaints, sent = outbox.recent_rates(session, since=now - timedelta(days=7))
+        if sent >= self.settings.breaker_min_sample and complaints / sent > self.settings.max_complaint_rate:
+            raise CircuitOpen(
+                f"paused: {complaints} spam complaints for {sent} emails sent in the last 7 days "
+                f"({complaints / sent:.2%}, limit {self.settings.max_complaint_rate:.2%}); "
+                "review the content and the audience before sending more"
+            )
 
     def _claim(self, now: datetime, size: int, key_prefix: str | None) -> tuple[list[Claim] | None, int]:
         """The next batch (None when nothing is due any more) and how many rows were suppressed."""

@@ -8,6 +8,7 @@ returns what to *do*, never a message for the person.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -112,6 +113,37 @@ def subscribe(
         now=now,
     )
     return SignupOutcome(subscriber.id, True)
+
+
+def add_confirmed(
+    session: Session, people: Sequence[Signup], *, now: datetime, source: str, default_timezone: str
+) -> list[int]:
+    """Create new subscribers whose consent was obtained outside the signup form (a paper form at
+    the clinic), confirmed at ``now`` without a double opt-in. Each gets an ``import`` row in the
+    consent ledger with the current wording and ``source`` saying how consent was obtained, so
+    the ledger can answer for it. The caller checks first that none of the addresses exist."""
+    created = [
+        Subscriber(
+            email=person.email,
+            email_hash=email_hash(person.email),
+            first_name=person.first_name,
+            timezone=person.timezone or default_timezone,
+            status=Status.confirmed,
+            created_at=now,
+            updated_at=now,
+            confirmed_at=now,
+            status_changed_at=now,
+            confirm_round=0,
+            tags=[],
+        )
+        for person in people
+    ]
+    session.add_all(created)
+    session.flush()  # one multi-row INSERT for the whole group, for the ids the ledger needs
+    request = RequestInfo(ip=None, user_agent=None, source=source)
+    for subscriber in created:
+        _record_consent(session, subscriber, "import", now, request, CONSENT_VERSION)
+    return [subscriber.id for subscriber in created]
 
 
 def _may_send_confirmation(

@@ -8,6 +8,7 @@ a year-old email must still work.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 
 from itsdangerous import (
@@ -43,7 +44,8 @@ class Tokens:
         )
 
     def _plain(self, purpose: str) -> URLSafeSerializer:
-        return URLSafeSerializer(self.secret, salt=f"nurture.{purpose}")
+        # Built once per purpose: deriving the signing key costs more than signing (hot per message).
+        return _serializer(self.secret, purpose)
 
     def confirm(self, subscriber_id: int, round_: int, now: datetime) -> str:
         """A confirmation token for one double opt-in round of one subscriber."""
@@ -80,6 +82,11 @@ class Tokens:
             return self._plain(purpose).loads(token)
         except BadSignature:
             raise InvalidToken(f"not a valid {purpose} link") from None
+
+
+@lru_cache(maxsize=32)
+def _serializer(secret: str, purpose: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret, salt=f"nurture.{purpose}")
 
 
 class _ClockSigner(TimestampSigner):
