@@ -68,6 +68,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -279,6 +280,12 @@ class _Entry:
     fingerprint: str
     year: int
     compiled: _Compiled
+    checked: float = 0.0  # time.monotonic() of the last look at the files
+
+
+# Looking at the template files costs a few stat() calls: by default do it at most once a second
+# per template, so a long run picks up marketing's edits within a second without paying per email.
+RECHECK_SECONDS = 1.0
 
 
 def _stamp(path: str) -> tuple[int, int, int]:
@@ -304,6 +311,7 @@ class Renderer:
         base_url: str,
         consultation_url: str | None = None,
         year: int | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
     ) -> None:
         _quiet_cssutils()
         self.templates_dir = Path(templates_dir)
@@ -317,6 +325,7 @@ class Renderer:
             or f"{self.clinic['website_url'].rstrip('/') or self.base_url}/consultation"
         )
         self._year = year
+        self._recheck_seconds = recheck_seconds
         self.env = SandboxedEnvironment(
             loader=_FrontMatterLoader(str(self.templates_dir)),
             autoescape=True,
@@ -423,8 +432,13 @@ class Renderer:
     def _compiled(self, template: str) -> _Compiled:
         entry = self._cache.get(template)
         year = self._current_year()
-        if entry is not None and entry.year == year and all(_stamp(p) == s for p, s in entry.stamps):
-            return entry.compiled
+        if entry is not None and entry.year == year:
+            now = time.monotonic()
+            if now - entry.checked < self._recheck_seconds:
+                return entry.compiled
+            if all(_stamp(p) == s for p, s in entry.stamps):
+                entry.checked = now
+                return entry.compiled
         with self._lock:
             paths = self.dependencies(template)
             stamps = tuple((str(p), _stamp(str(p))) for p in paths)
@@ -446,7 +460,7 @@ class Renderer:
                 if len(self._versions) > 256:
                     self._versions.clear()
                 self._versions[fingerprint] = compiled
-            self._cache[template] = _Entry(stamps, fingerprint, year, compiled)
+            self._cache[template] = _Entry(stamps, fingerprint, year, compiled, time.monotonic())
             return compiled
 
     # ------------------------------------------------------------------ building
@@ -485,7 +499,9 @@ class Renderer:
     def _render_html(self, template: str, context: dict[str, Any]) -> str:
         try:
             return self.env.get_template(template).render(context)
-        except (TemplateError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any mistake in a template ({{ 1/0 }}) is the editor's to fix
+            if isinstance(exc, RenderError):
+                raise
             where = _template_line(exc, self.templates_dir) or (self.templates_dir / template, 0)
             message = exc.message if isinstance(exc, TemplateError) and exc.message else str(exc)
             if isinstance(exc, TemplateSyntaxError):

@@ -135,7 +135,7 @@ def test_inline_css_never_loads_stylesheets() -> None:
 
 def test_edits_are_picked_up(tmp_path: Path) -> None:
     templates = copy_templates(tmp_path)
-    renderer = Renderer(templates, clinic=CLINIC, base_url=BASE)
+    renderer = Renderer(templates, clinic=CLINIC, base_url=BASE, recheck_seconds=0)
     name = "nurture/20-how-it-may-work.html.j2"
     assert "Glutamate, the messenger" not in renderer.render(name, sample_recipient(BASE)).text
     path = templates / name

@@ -305,7 +305,8 @@ class _Studio:
     def __post_init__(self) -> None:
         s = self.settings
         self.templates_dir = Path(s.templates_dir)
-        self.renderer = Renderer(self.templates_dir, clinic=s.clinic, base_url=s.base_url, consultation_url=s.consultation_url)
+        self.renderer = Renderer(self.templates_dir, clinic=s.clinic, base_url=s.base_url,
+                                 consultation_url=s.consultation_url, recheck_seconds=0)
         self.checks = _Checks(s)
         self.watcher = TemplateWatcher(self.templates_dir)
         self._transport_lock = threading.Lock()

@@ -1,0 +1,114 @@
+"""The `nurture` command as an operator runs it: a real process, a real SQLite file, a Maildir."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import SECRET, TEMPLATES
+from factories import confirmed
+from nurture.db import make_engine, session_factory
+
+T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path
+
+
+def nurture(workdir, *args, env=None, check=True):
+    environ = {**os.environ, "NURTURE_SECRET_KEY": SECRET, "NURTURE_TEMPLATES_DIR": str(TEMPLATES),
+               "COLUMNS": "200", **(env or {})}
+    environ.pop("NURTURE_DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "nurture", *args], cwd=workdir, env=environ,
+                          capture_output=True, text=True, timeout=120)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def one_line_error(done, code):
+    assert done.returncode == code
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+def test_fresh_folder_upgrade_send_due_explain(workdir):
+    assert "database is up to date" in nurture(workdir, "db", "upgrade").stderr
+    assert (workdir / "subscribers.db").exists()
+    confirmed(session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}")), "ann@example.com", T0)
+    first = nurture(workdir, "send-due", "--now", T0.isoformat()).stdout
+    assert "sent 1," in first
+    assert "sent 0," in nurture(workdir, "send-due", "--now", (T0 + timedelta(hours=1)).isoformat()).stdout
+    assert "sent 1," in nurture(workdir, "send-due", "--now", (T0 + timedelta(days=2)).isoformat()).stdout
+    assert len(mailbox.Maildir(workdir / "outbox")) == 2
+    story = nurture(workdir, "explain", "ANN@example.com", "--now", (T0 + timedelta(days=2, hours=1)).isoformat())
+    assert "seq:nurture:welcome-history · sent" in story.stdout
+    assert "next: risks-side-effects" in story.stdout
+
+
+def test_bad_input_is_one_line_and_a_non_zero_exit(workdir):
+    nurture(workdir, "db", "upgrade")
+    one_line_error(nurture(workdir, "send-due", "--now", "tomorrow", check=False), 1)
+    one_line_error(nurture(workdir, "explain", "nobody@example.com", check=False), 1)
+    one_line_error(nurture(workdir, "explain", "not an address", check=False), 1)
+    one_line_error(nurture(workdir, "db", "upgrade", env={"NURTURE_TIMEZONE": "Mars/Olympus"}, check=False), 2)
+    one_line_error(nurture(workdir, "broadcast", "create", "no-such-issue", check=False), 1)
+    one_line_error(nurture(workdir, "broadcast", "cancel", "99", check=False), 1)
+    one_line_error(nurture(workdir, "templates", "preview", "nope", check=False), 1)
+    one_line_error(nurture(workdir, "send-due", env={"NURTURE_TEMPLATES_DIR": str(workdir / "none")},
+                           check=False), 2)
+    unreachable = nurture(workdir, "send-due", env={"NURTURE_SMTP_URL": "smtp://127.0.0.1:9"}, check=False)
+    assert unreachable.returncode == 0  # nothing due: no connection needed
+
+
+def test_send_due_with_the_mail_server_down_fails_clearly_and_keeps_the_mail(workdir):
+    nurture(workdir, "db", "upgrade")
+    confirmed(session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}")), "ann@example.com", T0)
+    line = one_line_error(nurture(workdir, "send-due", "--now", T0.isoformat(),
+                                  env={"NURTURE_SMTP_URL": "smtp://127.0.0.1:9"}, check=False), 1)
+    assert "unreachable" in line
+    assert "sent 1," in nurture(workdir, "send-due", "--now", T0.isoformat()).stdout
+
+
+def test_templates_validate_catches_a_broken_copy(workdir):
+    assert "templates OK" in nurture(workdir, "templates", "validate").stderr
+    broken = workdir / "emails"
+    shutil.copytree(TEMPLATES, broken)
+    step = broken / "nurture" / "20-how-it-may-work.html.j2"
+    step.write_text(step.read_text().replace("{% endblock %}", "", 1))
+    done = nurture(workdir, "templates", "validate", env={"NURTURE_TEMPLATES_DIR": str(broken)}, check=False)
+    assert done.returncode == 1
+    assert "20-how-it-may-work.html.j2:" in done.stderr
+
+
+def test_templates_preview_text_and_eml(workdir):
+    text = nurture(workdir, "templates", "preview", "risks-side-effects", "--format", "text").stdout
+    assert "988" in text and "Hi Alex" in text
+    eml = nurture(workdir, "templates", "preview", "welcome-history", "--format", "eml").stdout
+    assert "List-Unsubscribe:" in eml and "Content-Type: multipart/alternative" in eml
+
+
+def test_broadcast_commands_end_to_end(workdir):
+    nurture(workdir, "db", "upgrade")
+    for name in ("ann", "bob"):
+        confirmed(session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}")), f"{name}@example.com",
+                  T0 - timedelta(days=30))
+    created = nurture(workdir, "broadcast", "create", "2026-12-winter", "--audience", "all",
+                      "--at", (T0 + timedelta(days=1)).isoformat(), "--now", T0.isoformat()).stdout
+    assert "to 2 people" in created
+    assert "scheduled" in nurture(workdir, "broadcast", "list").stdout
+    sent = nurture(workdir, "broadcast", "send", "1", "--now", T0.isoformat()).stdout
+    assert "sent 2," in sent
+    assert "sent 0," in nurture(workdir, "broadcast", "send", "1", "--now", T0.isoformat()).stdout
+    assert len(mailbox.Maildir(workdir / "outbox")) == 2
+    assert "cancelled" in nurture(workdir, "broadcast", "cancel", "1").stdout
