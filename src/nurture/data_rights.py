@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -113,14 +114,15 @@ def export_personal(session: Session, email: str) -> dict[str, Any] | None:
 
 
 def erase(session: Session, email: str, *, now: datetime) -> bool:
-    """Erase the person with this address: their address and name, the IP addresses and browsers
-    in their consent ledger, and the server replies and event details that can quote the address.
-    Queued mail is cancelled. Kept: the address's hash (so imports skip it), the ledger's kind,
+    """Erase the person with this address: their address, name and tags, the IP addresses and
+    browsers in their consent ledger, and the server replies and event details that can quote the
+    address (a click keeps only the link's scheme, host and path). Queued mail is cancelled. Kept: the address's hash (so imports skip it), the ledger's kind,
     time, source and wording, and every outbox and event row (the report counts).
 
     Returns False when nothing was done: the address is unknown or already erased.
     Raises validation.InvalidInput for something that is not an email address."""
-    subscriber = find_by_email(session, normalise_email(email))
+    address = normalise_email(email)
+    subscriber = find_by_email(session, address)
     if subscriber is None or subscriber.status is Status.erased:
         return False
     sid = subscriber.id
@@ -143,14 +145,33 @@ def erase(session: Session, email: str, *, now: datetime) -> bool:
     session.execute(
         update(OutboxMessage).where(OutboxMessage.subscriber_id == sid).values(smtp_reply=None, last_error=None)
     )
-    session.execute(
-        update(Event)
-        .where(or_(Event.subscriber_id == sid, Event.outbox_id.in_(own_messages)))
-        .values(detail=None)
-        .execution_options(synchronize_session=False)
-    )
+    events = session.execute(
+        select(Event.id, Event.kind, Event.detail)
+        .where(or_(Event.subscriber_id == sid, Event.outbox_id.in_(own_messages)), Event.detail.is_not(None))
+    ).all()
+    if events:
+        session.execute(
+            update(Event).execution_options(synchronize_session=False),
+            [{"id": eid, "detail": _kept_detail(kind, detail, address)} for eid, kind, detail in events],
+        )
     outbox.record_event(session, "erased", now, subscriber_id=sid)
     return True
+
+
+def _kept_detail(kind: str, detail: str, address: str) -> str | None:
+    """What is left of an event's detail after erasure. Bounce reports and server replies quote
+    the address: gone. A click keeps the link the clinic wrote, without its query or fragment
+    (where a personal value would sit), so the consultation-goal figures stay as they were."""
+    if kind != "clicked":
+        return None
+    parts = urlsplit(detail)
+    if not parts.scheme or not parts.hostname:
+        return None
+    port = f":{parts.port}" if parts.port else ""
+    link = urlunsplit((parts.scheme, parts.hostname + port, parts.path, "", ""))
+    local = address.split("@", 1)[0]
+    plain = unquote(link).lower()
+    return None if address in plain or (len(local) >= 4 and local in plain) else link
 
 
 def _is_broadcast(key: str) -> bool:

@@ -18,6 +18,7 @@ from nurture.validation import InvalidInput, email_hash
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 ADDRESS = "ann.patient@example.com"
+CONSULT = "https://clearwater-psychiatry.example/consultation"
 
 
 @pytest.fixture
@@ -46,6 +47,8 @@ def ann(sessions):
                             detail=welcome.smtp_reply)
         outbox.record_event(session, "soft_bounce", T0 - timedelta(days=1), subscriber_id=sid,
                             outbox_id=welcome.id, detail=f"4.2.2 <{ADDRESS}>: mailbox full")
+        outbox.record_event(session, "clicked", T0 - timedelta(days=1), subscriber_id=sid, outbox_id=welcome.id,
+                            detail=f"{CONSULT}?utm_source=nurture&prefill=ann.patient%40example.com#book")
         session.execute(update(OutboxMessage).where(OutboxMessage.key == "sys:confirm:1")
                         .values(state=OutboxState.failed, last_error=f"451 greylisted {ADDRESS}", attempts=3))
     return sid, issue.id
@@ -81,7 +84,7 @@ def test_export_personal_holds_everything_including_the_ledger(sessions, ann):
         "sent", 1, (T0 - timedelta(days=2)).isoformat())
     assert ADDRESS in welcome["smtp_reply"] and ADDRESS in messages["sys:confirm:1"]["last_error"]
     assert [(e["kind"], e["message"]) for e in data["events"]] == [
-        ("sent", "seq:nurture:welcome"), ("soft_bounce", "seq:nurture:welcome")]
+        ("sent", "seq:nurture:welcome"), ("soft_bounce", "seq:nurture:welcome"), ("clicked", "seq:nurture:welcome")]
     assert data["broadcasts"] == [{"id": issue, "template": "newsletter/2026-12.html.j2",
                                    "send_at": (T0 + timedelta(days=1)).isoformat(), "status": "scheduled"}]
 
@@ -108,8 +111,9 @@ def test_erase_removes_personal_data_and_keeps_the_tombstone_and_counts(sessions
         ("seq:nurture:history", "suppressed", None, None),  # queued mail cancelled
         (f"bcast:{issue}", "suppressed", None, None),
     ]
+    # A click keeps the link the clinic wrote (the consultation goal still counts), not its query.
     assert raw(sessions, "SELECT kind, detail FROM events ORDER BY id") == [
-        ("sent", None), ("soft_bounce", None), ("erased", None)]
+        ("sent", None), ("soft_bounce", None), ("clicked", CONSULT), ("erased", None)]
     # No trace of the address anywhere in the database's text columns.
     for table, columns in {"subscribers": "email, first_name", "consent_events": "ip, user_agent, source, wording",
                            "outbox": "key, template, smtp_reply, last_error", "events": "kind, detail"}.items():
@@ -147,3 +151,20 @@ def test_an_erased_person_gets_no_more_mail(runtime, memory_transport):
     assert ADDRESS not in recipients and "other@example.com" in recipients
     assert raw(runtime.sessions, "SELECT DISTINCT state FROM outbox WHERE subscriber_id = :id", id=sid) == [
         ("suppressed",)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "detail", "kept"),
+    [
+        ("clicked", CONSULT, CONSULT),
+        ("clicked", f"{CONSULT}?e=ann.patient%40example.com#book", CONSULT),
+        ("clicked", "https://user:secret@clinic.example:8443/a?b=c", "https://clinic.example:8443/a"),
+        ("clicked", "https://clinic.example/book/Ann.Patient%40Example.com", None),
+        ("clicked", "https://clinic.example/book/ann.patient", None),
+        ("clicked", "not a link", None),
+        ("bounced", "5.1.1 user unknown", None),
+        ("sent", "250 2.0.0 OK", None),
+    ],
+)
+def test_what_is_left_of_an_event_detail(kind, detail, kept):
+    assert data_rights._kept_detail(kind, detail, ADDRESS) == kept
