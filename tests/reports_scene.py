@@ -149,3 +149,98 @@ EXPECTED_ALL = {
     "broadcasts": {"recent": dict(sent=3, clickers=1, openers=1, unsubscribed=1),
                    "older": dict(sent=1, clickers=0, openers=0, unsubscribed=0)},
 }
+
+
+NAMES = ("maria", "james", "aisha", "tom", "lena", "diego", "priya", "sam", "olga", "kwame", "ruth", "yuki",
+         "ben", "fatima", "noah", "ines", "omar", "clara", "ravi", "hana")
+
+
+def demo(sessions, now: datetime = NOW, days: int = 60, seed: int = 7) -> None:
+    """A plausible two months (a few hundred people), for screenshots: weekday rhythm, most confirm,
+    fewer open each later email, a few click the consultation link, a few leave or bounce."""
+    import random
+
+    from nurture.models import Subscriber
+    from nurture.validation import email_hash
+
+    rng = random.Random(seed)
+    delays = (0, 2, 5, 8)
+    people, consents, rows, events = [], [], [], []
+    for d in range(days, -1, -1):
+        day = now - timedelta(days=d)
+        weekday = day.weekday() < 5
+        for n in range(rng.randint(4, 11) if weekday else rng.randint(1, 5)):
+            at = day.replace(hour=rng.randint(0, 23), minute=rng.randint(0, 59))
+            if at > now:
+                continue
+            address = f"{rng.choice(NAMES)}.{len(people) + 1}@example.com"
+            ok = rng.random() < 0.82
+            people.append(dict(email=address, email_hash=email_hash(address), first_name=None,
+                               timezone=rng.choice(("America/Chicago", "America/New_York", "America/Denver")),
+                               status=Status.confirmed if ok else Status.pending, wants_series=True,
+                               wants_newsletter=True, sequence="nurture", tags=[], created_at=at, updated_at=at,
+                               confirmed_at=at + timedelta(minutes=rng.randint(1, 90)) if ok else None,
+                               status_changed_at=at, confirm_round=1))
+    with transaction(sessions) as session:
+        session.execute(Subscriber.__table__.insert(), people)
+        ids = [sid for (sid,) in session.execute(Subscriber.__table__.select().with_only_columns(
+            Subscriber.id).order_by(Subscriber.id))]
+        issue = Broadcast(template="newsletter/2026-12-winter.html.j2", audience="all", status="sent",
+                          send_at=now - timedelta(days=3, hours=6), created_at=now - timedelta(days=5),
+                          track_opens=True, recipients=0)
+        session.add(issue)
+        session.flush()
+        outbox_id = 0
+        for sid, person in zip(ids, people):
+            if person["confirmed_at"] is None:
+                continue
+            left = False
+            for position, (step, delay) in enumerate(zip(STEPS, delays)):
+                at = person["confirmed_at"] + timedelta(days=delay)
+                if delay:  # in the send window: 09:00-17:00 in Chicago
+                    at = at.replace(hour=rng.randint(15, 22), minute=rng.randint(0, 59))
+                state = OutboxState.sent if at <= now else OutboxState.queued
+                if left or at > now + timedelta(hours=2):  # the planner queues a step when it is due
+                    break
+                outbox_id += 1
+                rows.append(dict(id=outbox_id, subscriber_id=sid, key=f"seq:nurture:{step}", template="t", state=state,
+                                 due_at=at, created_at=at, attempts=1 if state is OutboxState.sent else 0, unknowns=0,
+                                 sent_at=at if state is OutboxState.sent else None,
+                                 smtp_reply="250 2.0.0 Ok: queued" if state is OutboxState.sent else None))
+                if state is not OutboxState.sent:
+                    break
+                events.append(dict(kind="sent", created_at=at, subscriber_id=sid, outbox_id=outbox_id,
+                                   detail="250 2.0.0 Ok: queued"))
+                if rng.random() < 0.012:
+                    events.append(dict(kind="bounced", created_at=at + timedelta(minutes=3), subscriber_id=sid,
+                                       outbox_id=outbox_id, detail="5.1.1 The email account does not exist"))
+                    break
+                if rng.random() < (0.34, 0.27, 0.22, 0.3)[position]:
+                    url = CONSULTATION if position == 3 and rng.random() < 0.6 else "https://clearwater-psychiatry.example/learn"
+                    events.append(dict(kind="clicked", created_at=at + timedelta(hours=2), subscriber_id=sid,
+                                       outbox_id=outbox_id, detail=url))
+                if rng.random() < 0.025:
+                    events.append(dict(kind="unsubscribed", created_at=at + timedelta(hours=5), subscriber_id=sid,
+                                       outbox_id=None, detail="all"))
+                    left = True
+            if not left and person["created_at"] < issue.send_at and rng.random() < 0.97:
+                outbox_id += 1
+                rows.append(dict(id=outbox_id, subscriber_id=sid, key=f"bcast:{issue.id}", template=issue.template,
+                                 state=OutboxState.sent, due_at=issue.send_at, created_at=issue.send_at, attempts=1,
+                                 unknowns=0, sent_at=issue.send_at, smtp_reply="250 2.0.0 Ok: queued"))
+                events.append(dict(kind="sent", created_at=issue.send_at, subscriber_id=sid, outbox_id=outbox_id,
+                                   detail="250 2.0.0 Ok: queued"))
+                if rng.random() < 0.18:
+                    events.append(dict(kind="clicked", created_at=issue.send_at + timedelta(hours=3),
+                                       subscriber_id=sid, outbox_id=outbox_id, detail=CONSULTATION))
+                if rng.random() < 0.45:
+                    events.append(dict(kind="opened", created_at=issue.send_at + timedelta(hours=1),
+                                       subscriber_id=sid, outbox_id=outbox_id))
+        session.execute(OutboxMessage.__table__.insert(), rows)
+        session.execute(Event.__table__.insert(), [{"detail": None, **e} for e in events])
+        issue.recipients = sum(1 for r in rows if r["key"] == f"bcast:{issue.id}")
+        last = max(r["id"] for r in rows)
+        failed = next(r for r in reversed(rows) if r["state"] is OutboxState.sent)
+        session.execute(Event.__table__.insert(), [dict(kind="failed", created_at=now - timedelta(minutes=20),
+                        subscriber_id=failed["subscriber_id"], outbox_id=last,
+                        detail="554 5.7.1 Message rejected: policy violation")])

@@ -1,0 +1,301 @@
+"""The /admin dashboard: the funnel, signups per day, recent deliveries, the queue, broadcasts,
+and one subscriber's timeline. Server-rendered, no JavaScript; the charts are SVG drawn here.
+
+Behind HTTP basic auth (user ``admin``, ``NURTURE_ADMIN_PASSWORD``). Without a password the
+dashboard is off and answers 404: it is never open by default. Wrong credentials are throttled
+per client address. The page shows personal data, so it is never cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from nurture import reports
+from nurture.journey import Planner
+from nurture.runtime import Runtime
+from nurture.sender import utcnow
+from nurture.sequences import Sequence, TemplateFormatError, load_sequences
+from nurture.timeline import build_timeline
+from nurture.validation import InvalidInput, normalise_email
+
+__all__ = ["mount_admin", "admin_router"]
+
+HERE = Path(__file__).parent
+USER = "admin"
+PERIODS = (7, 30, 90)  # the choices offered beside "all time", in days
+DAYS_CHART = 30
+LIST_LIMIT = 15
+_FAILURES_PER_MINUTE = 10
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="nurture admin", charset="UTF-8"'}
+
+
+def mount_admin(app: FastAPI, runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) -> None:
+    """Serve the dashboard at /admin on ``app`` (static files come from the app's /static)."""
+    app.include_router(admin_router(runtime, clock=clock))
+
+
+def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) -> APIRouter:
+    settings = runtime.settings
+    zone = ZoneInfo(settings.timezone)
+    pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    pages.filters.update(when=lambda t: _when(t, zone), day=_day, pct=_pct, num=_num)
+    pages.globals.update(clinic_name=settings.clinic_name, clinic_zone=settings.timezone)
+    failures = _Failures(_FAILURES_PER_MINUTE, 60.0)
+    router = APIRouter(include_in_schema=False)
+
+    def page(name: str, status: int = 200, headers: dict | None = None, **context) -> HTMLResponse:
+        return HTMLResponse(pages.get_template(name).render(**context), status_code=status,
+                            headers=_HEADERS | (headers or {}))
+
+    def refuse(request: Request) -> HTMLResponse | None:
+        """The answer when the request may not see the dashboard, or None when it may."""
+        password = settings.admin_password.get_secret_value() if settings.admin_password else ""
+        if not password:
+            return page("admin_off.html", 404)
+        given = _basic_credentials(request.headers.get("authorization"))
+        if given is not None:
+            client = request.client.host if request.client else "?"
+            # Checked before the password, or guessing would go on at full speed.
+            wait = failures.wait(client)
+            if wait:
+                return page("admin_denied.html", 429, headers={"Retry-After": str(int(wait) + 1)}, throttled=True)
+            # Both comparisons always run, so timing says nothing about which part was wrong.
+            user_ok = hmac.compare_digest(given[0].encode(), USER.encode())
+            password_ok = hmac.compare_digest(given[1].encode(), password.encode())
+            if user_ok & password_ok:
+                return None
+            failures.add(client)
+        return page("admin_denied.html", 401, headers=_CHALLENGE, throttled=False)
+
+    @router.get("/admin", response_class=HTMLResponse)
+    def dashboard(request: Request):
+        refused = refuse(request)
+        if refused is not None:
+            return refused
+        now = clock()
+        days, period_note = _period(request.query_params.get("days"))
+        since = now - timedelta(days=days) if days else None
+        sequence, sequence_note = _sequence(settings.templates_dir, settings.sequence)
+        search = _Search(raw=request.query_params.get("email", ""))
+        if search.raw.strip():
+            try:
+                search.email = normalise_email(search.raw)
+            except InvalidInput as exc:
+                search.error = exc.message
+        with runtime.sessions() as session:
+            funnel = reports.funnel(session, since=since, sequence=sequence,
+                                    consultation_url=settings.consultation_url)
+            per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now)
+            deliveries = reports.recent_deliveries(session, LIST_LIMIT)
+            waiting = reports.upcoming(session, now=now, limit=LIST_LIMIT)
+            queue = reports.queue_counts(session, now=now)
+            if search.email:
+                try:
+                    search.timeline = build_timeline(session, search.email, now=now,
+                                                     planner=Planner.from_settings(settings),
+                                                     secret=settings.secret, from_header=settings.mail_from)
+                except (TemplateFormatError, OSError) as exc:
+                    search.error = f"The timeline needs the sequence templates, which cannot be read: {exc}"
+                if search.timeline is None and not search.error:
+                    search.error = f"No subscriber has the address {search.email}."
+        return page(
+            "admin.html", funnel=funnel, chart=funnel_chart(funnel), per_day=per_day_chart(per_day),
+            deliveries=deliveries, waiting=waiting, queue=queue, search=search, now=now,
+            days=days, periods=PERIODS, notes=[n for n in (period_note, sequence_note) if n],
+        )
+
+    return router
+
+
+@dataclass
+class _Search:
+    raw: str
+    email: str | None = None
+    error: str | None = None
+    timeline: object = None
+
+
+class _Failures:
+    """Wrong passwords per client address: after ``limit`` within ``period`` seconds, that client
+    waits, whatever it sends (a right password included), until the oldest failure ages out."""
+
+    def __init__(self, limit: int, period: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.period, self._clock = limit, period, clock
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, client: str) -> float:
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.get(client)
+            while seen and now - seen[0] >= self.period:
+                seen.popleft()
+            if not seen:
+                self._seen.pop(client, None)
+                return 0.0
+            return self.period - (now - seen[0]) if len(seen) >= self.limit else 0.0
+
+    def add(self, client: str) -> None:
+        with self._lock:
+            if len(self._seen) > 10_000:  # bounded memory under a spray of addresses
+                self._seen.clear()
+            self._seen.setdefault(client, deque()).append(self._clock())
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """(user, password) from an ``Authorization: Basic`` header, or None if absent or garbled."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
+
+
+def _period(raw: str | None) -> tuple[int | None, str | None]:
+    if raw in (None, "", "all"):
+        return None, None
+    if raw.isdigit() and int(raw) in PERIODS:
+        return int(raw), None
+    return None, "That period is not one of the choices; showing all time."
+
+
+def _sequence(templates_dir: Path, name: str) -> tuple[Sequence, str | None]:
+    """The sequence whose steps the funnel lists; an empty one and a note when it cannot be read."""
+    try:
+        found = load_sequences(templates_dir).get(name)
+    except TemplateFormatError as exc:
+        return Sequence(name, ()), f"The sequence templates have a mistake, so steps are not shown: {exc}"
+    except OSError:
+        found = None
+    if found is None:
+        return Sequence(name, ()), f"No templates for the sequence {name!r} in {templates_dir}."
+    return found, None
+
+
+# ------------------------------------------------------------------------- charts (SVG geometry)
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: int
+    width: float  # percent of the chart width
+    kind: str  # css class: people, step, goal
+    note: str = ""  # what follows the number: "· 74% of signups", "sent · 3 clicked (12%)"
+    clicked: int | None = None  # for steps: the people who clicked, drawn over the bar
+    clicked_width: float = 0.0
+    figure: str = ""  # data-figure name, so tests and people can find the number
+
+
+@dataclass(frozen=True)
+class FunnelChart:
+    bars: list[Bar]
+    row: int = 46  # px per bar, label line included
+
+    @property
+    def height(self) -> int:
+        return self.row * len(self.bars) + 4
+
+
+def funnel_chart(funnel: reports.Funnel) -> FunnelChart:
+    """Horizontal bars, one per stage, all on the same scale (the largest stage fills the width)."""
+    biggest = max([funnel.signups, funnel.confirmed, funnel.goal, *(s.sent for s in funnel.steps), 1])
+
+    def width(n: int) -> float:
+        return round(100 * n / biggest, 2)
+
+    bars = [
+        Bar("Signed up", funnel.signups, width(funnel.signups), "people", figure="signups"),
+        Bar("Confirmed", funnel.confirmed, width(funnel.confirmed), "people",
+            _share(funnel.confirm_rate, "of signups"), figure="confirmed"),
+    ]
+    for n, step in enumerate(funnel.steps, start=1):
+        note = f"sent · {step.clickers:,} clicked ({_pct(step.click_rate)})" if step.sent else "sent"
+        bars.append(Bar(f"Email {n} · {step.key}", step.sent, width(step.sent), "step", note,
+                        step.clickers, width(step.clickers), figure=f"step:{step.key}:sent"))
+    bars.append(Bar("Clicked “book a consultation”", funnel.goal, width(funnel.goal), "goal",
+                    _share(funnel.goal_rate, "of confirmed"), figure="goal"))
+    return FunnelChart(bars)
+
+
+@dataclass(frozen=True)
+class DayBar:
+    day: date
+    count: int
+    x: float
+    y: float
+    height: float
+
+
+@dataclass(frozen=True)
+class PerDayChart:
+    bars: list[DayBar]
+    peak: int
+    total: int
+    width: int = 300
+    height: int = 100
+
+
+def per_day_chart(days: list[tuple[date, int]]) -> PerDayChart:
+    """Vertical bars in a 300x100 box the page stretches to its width. A day with no signups
+    still gets a 1-unit stub, so the row of days reads as a timeline, not as missing data."""
+    peak = max((n for _, n in days), default=0)
+    slot = 300 / max(len(days), 1)
+    bars = []
+    for i, (day, n) in enumerate(days):
+        h = max(96 * n / peak, 1) if peak else 1
+        bars.append(DayBar(day, n, round(i * slot + slot * 0.12, 2), round(100 - h, 2), round(h, 2)))
+    return PerDayChart(bars, peak, sum(n for _, n in days))
+
+
+# ------------------------------------------------------------------------- formatting filters
+
+def _share(rate: float | None, what: str) -> str:
+    return f"· {_pct(rate)} {what}" if rate is not None else ""
+
+
+def _pct(rate: float | None) -> str:
+    if rate is None:
+        return "–"
+    percent = rate * 100
+    return f"{percent:.0f}%" if percent >= 10 or percent == 0 else f"{percent:.1f}%"
+
+
+def _num(n: int) -> str:
+    return f"{n:,}"
+
+
+def _when(instant: datetime | None, zone: ZoneInfo) -> str:
+    if instant is None:
+        return ""
+    return instant.astimezone(zone).strftime("%d %b %Y, %H:%M").lstrip("0")
+
+
+def _day(d: date) -> str:
+    return d.strftime("%d %b").lstrip("0")

@@ -1,0 +1,163 @@
+"""The /admin dashboard in a real browser: sign in with basic auth, the charts drawn, the figures
+equal to the database's, a subscriber's timeline, and the layout at 1280, 600 and 375 px.
+
+Screenshots go to /tmp/nurture-shots/admin/ (or $NURTURE_SHOTS_DIR/admin) to look at; with
+NURTURE_UPDATE_DOCS=1 the 1280 px one is also saved as docs/admin.png for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import uvicorn
+from conftest import make_settings
+from playwright.sync_api import expect
+from sqlalchemy import func, select
+
+import reports_scene
+from nurture import reports
+from nurture.migrate import upgrade
+from nurture.models import OutboxMessage, Subscriber
+from nurture.runtime import Runtime
+from nurture.sequences import load_sequences
+from nurture.web import create_app
+from nurture.web.admin import mount_admin
+
+from .conftest import _free_socket, _wait_until_healthy
+from .test_page_layout import LAYOUT_PROBLEMS
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "correct horse battery staple"
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = Path(os.environ.get("NURTURE_SHOTS_DIR", "/tmp/nurture-shots")) / "admin"
+
+
+def _serve(tmp: Path, build):
+    """A live server with the dashboard on, data from ``build``, and a clock frozen at the data's 'now'."""
+    sock = _free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    database_url = f"sqlite:///{tmp / 'subscribers.db'}"
+    upgrade(database_url)
+    runtime = Runtime(make_settings(tmp, database_url, base_url=url, admin_password=PASSWORD))
+    build(runtime.sessions)
+    clock = lambda: reports_scene.NOW  # noqa: E731
+    app = create_app(runtime, dispatch=False, clock=clock)
+    if not any(getattr(route, "path", None) == "/admin" for route in app.routes):  # until app.py mounts it
+        mount_admin(app, runtime, clock=clock)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        _wait_until_healthy(url, thread)
+        yield url, runtime
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        runtime.close()
+
+
+@pytest.fixture(scope="module")
+def admin_server(tmp_path_factory):
+    """The small hand-counted history (tests/reports_scene.py)."""
+    yield from _serve(tmp_path_factory.mktemp("admin"), reports_scene.build)
+
+
+@pytest.fixture(scope="module")
+def busy_server(tmp_path_factory):
+    """Two plausible months, a few hundred people: what the layout has to hold."""
+    yield from _serve(tmp_path_factory.mktemp("busy"), reports_scene.demo)
+
+
+FIGURES = """() => {
+  const found = {};
+  for (const el of document.querySelectorAll('[data-figure]')) {
+    (found[el.dataset.figure] ||= new Set()).add(el.textContent.trim().replace(/,/g, ''));
+  }
+  return Object.fromEntries(Object.entries(found).map(([k, v]) => [k, [...v]]));
+}"""
+
+
+def test_signed_in_the_dashboard_shows_the_databases_figures(admin_server, new_page):
+    url, runtime = admin_server
+    page = new_page(http_credentials={"username": "admin", "password": PASSWORD}, viewport={"width": 1280, "height": 900})
+    response = page.goto(f"{url}/admin")
+    assert response.status == 200
+
+    chart = page.locator("ol.funnel svg.stage-bar").first
+    expect(chart).to_be_visible()
+    assert page.locator("ol.funnel .stage-bar rect.fill").count() >= 6  # signups, confirmed, 4 steps, goal
+    expect(page.locator("svg.daily")).to_be_visible()
+    assert page.locator("svg.daily rect").count() == 30
+
+    sequence = load_sequences(runtime.settings.templates_dir)["nurture"]
+    with runtime.sessions() as session:
+        funnel = reports.funnel(session, since=None, sequence=sequence,
+                                consultation_url=runtime.settings.consultation_url)
+        people = session.scalar(select(func.count()).select_from(Subscriber))
+        first_sent = session.scalar(select(func.count()).where(
+            OutboxMessage.key == "seq:nurture:welcome-history", OutboxMessage.sent_at.is_not(None)))
+    shown = page.evaluate(FIGURES)
+    assert all(len(values) == 1 for values in shown.values()), shown  # the chart and the tables agree
+    shown = {k: int(v[0]) for k, v in shown.items()}
+    assert shown["signups"] == funnel.signups == people
+    assert shown["confirmed"] == funnel.confirmed and shown["goal"] == funnel.goal
+    assert shown["step:welcome-history:sent"] == funnel.steps[0].sent == first_sent
+    for step in funnel.steps:
+        assert shown[f"step:{step.key}:clickers"] == step.clickers
+
+    # A week: the cohort shrinks to the week's signups.
+    page.get_by_role("link", name="7 days").click()
+    expect(page.locator(".tile [data-figure=signups]")).to_have_text(str(reports_scene.EXPECTED_SINCE["signups"]))
+
+    # Search from a link in the deliveries list, then by typing.
+    page.locator("#recent-heading ~ table a", has_text="c@example.com").first.click()
+    expect(page.locator("#timeline-heading")).to_contain_text("c@example.com")
+    expect(page.locator(".timeline")).to_contain_text("seq:nurture:welcome-history · sent")
+    expect(page.locator(".timeline .next")).to_contain_text("the address bounced")
+    page.get_by_label("Find a subscriber").fill("Nobody@Example.com")
+    page.get_by_role("button", name="Show timeline").click()
+    expect(page.get_by_role("alert")).to_have_text("No subscriber has the address nobody@example.com.")
+
+
+def test_without_credentials_the_browser_gets_no_dashboard(admin_server, new_page):
+    url, _ = admin_server
+    # Headless Chromium cannot show the sign-in prompt, so navigation fails outright; the page's
+    # own request context shows what the server answered.
+    page = new_page()
+    response = page.request.get(f"{url}/admin")
+    assert response.status == 401 and response.headers["www-authenticate"].startswith("Basic ")
+    assert "data-figure" not in response.text()
+    wrong = new_page(http_credentials={"username": "admin", "password": "nope"}).request.get(f"{url}/admin")
+    assert wrong.status == 401
+
+
+@pytest.mark.parametrize("width", [1280, 600, 375])
+def test_layout_at_each_width(busy_server, new_page, width):
+    url, runtime = busy_server
+    with runtime.sessions() as session:
+        someone = session.scalar(select(Subscriber.email).where(Subscriber.status == "confirmed")
+                                 .order_by(Subscriber.created_at.desc()).limit(1))
+    page = new_page(http_credentials={"username": "admin", "password": PASSWORD},
+                    viewport={"width": width, "height": 900})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{url}/admin")
+    expect(page.locator("ol.funnel")).to_be_visible()
+    problems = page.evaluate(LAYOUT_PROBLEMS)
+    page.screenshot(path=str(SHOTS / f"admin-{width}.png"), full_page=True)
+    if width == 1280:
+        page.set_viewport_size({"width": 1280, "height": 1000})
+        page.screenshot(path=str(SHOTS / "admin-1280-top.png"))
+        if os.environ.get("NURTURE_UPDATE_DOCS") == "1":
+            page.screenshot(path=str(ROOT / "docs" / "admin.png"))
+    page.get_by_label("Find a subscriber").fill(someone)
+    page.get_by_role("button", name="Show timeline").click()
+    expect(page.locator(".timeline")).to_be_visible()
+    page.wait_for_load_state("load")  # the stylesheet too, before measuring
+    problems += page.evaluate(LAYOUT_PROBLEMS)
+    page.screenshot(path=str(SHOTS / f"admin-{width}-search.png"), full_page=True)
+    assert problems == [], "\n".join(problems)
