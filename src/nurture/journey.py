@@ -140,7 +140,6 @@ class Planner:
                     Subscriber.id > after,
                     Subscriber.status == Status.confirmed,
                     Subscriber.wants_series.is_(True),
-                    Subscriber.sequence == sequence.name,
                     Subscriber.confirmed_at <= now,
                 )
                 .order_by(Subscriber.id)

@@ -14,11 +14,13 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    """Wakes on demand; concurrent wake-ups coalesce into one pass."""
+    """Wakes on demand; wake-ups within ``settle`` seconds coalesce into one pass, so a burst of
+    signups costs one claim and a few transactions instead of a handful per email."""
 
-    def __init__(self, sender: Sender, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, sender: Sender, clock: Callable[[], datetime] = utcnow, settle: float = 0.25) -> None:
         self.sender = sender
         self.clock = clock
+        self.settle = settle
         self._wake = threading.Event()
         self._full = False
         self._stop = threading.Event()
@@ -50,6 +52,7 @@ class Dispatcher:
             self._wake.wait(timeout=60)
             if self._stop.is_set():
                 break
+            self._stop.wait(self.settle)
             self._wake.clear()
             full, self._full = self._full, False
             try:
