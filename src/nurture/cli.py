@@ -20,10 +20,13 @@ broadcast_app = typer.Typer(no_args_is_help=True, help="Newsletter issues sent o
 app.add_typer(broadcast_app, name="broadcast")
 bounces_app = typer.Typer(no_args_is_help=True, help="Returned mail and spam complaints.")
 app.add_typer(bounces_app, name="bounces")
+subscribers_app = typer.Typer(no_args_is_help=True, help="Import, export, and people's data rights.")
+app.add_typer(subscribers_app, name="subscribers")
 templates_app = typer.Typer(no_args_is_help=True, help="Check and preview the email templates marketing edits.")
 app.add_typer(templates_app, name="templates")
 console = Console(stderr=True, soft_wrap=True)
-out = Console()
+# Tables piped to a file or another program are not cut at 80 columns.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 class Fail(Exception):
@@ -38,23 +41,31 @@ def settings() -> Settings:
     return load_settings()
 
 
-def runtime(settings_: Settings | None = None, **kwargs):
-    """The real parts, for commands that send or plan email (they need the templates)."""
+def runtime(settings_: Settings | None = None, *, database: bool = True, **kwargs):
+    """The real parts, for commands that send or plan email (they need the templates and, when
+    ``database``, a database at the current schema)."""
     from nurture.runtime import Runtime
+
+    from nurture.migrate import SchemaOutOfDate, check_current
 
     settings_ = settings_ or settings()
     settings_.require_templates()
+    try:
+        if database:
+            check_current(settings_.database_url)
+    except SchemaOutOfDate as exc:
+        raise Fail(str(exc)) from None
     return Runtime(settings_, **kwargs)
 
 
-def parse_now(value: str | None) -> datetime:
-    """``--now`` as an aware UTC instant (a naive value is taken as UTC)."""
+def parse_now(value: str | None, option: str = "--now") -> datetime:
+    """An ISO-8601 option as an aware UTC instant (a naive value is taken as UTC); None is now."""
     if value is None:
         return datetime.now(timezone.utc)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise Fail(f"--now: not an ISO-8601 time: {value!r} (example: 2026-12-01T09:30:00+01:00)") from None
+        raise Fail(f"{option}: not an ISO-8601 time: {value!r} (example: 2026-12-01T09:30:00+01:00)") from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
@@ -231,7 +242,7 @@ def templates_preview(
     if format not in ("html", "text", "eml"):
         raise Fail("--format must be html, text or eml")
     s = settings()
-    rt = runtime(s)
+    rt = runtime(s, database=False)
     try:
         step = find_email(s.templates_dir, key)
         if step is None:
@@ -304,7 +315,7 @@ def broadcast_create(
     from nurture.sequences import TemplateFormatError, load_newsletters
 
     instant = parse_now(now)
-    send_at = parse_now(at) if at else instant
+    send_at = parse_now(at, "--at") if at else instant
     s = settings()
     rt = runtime(s)
     planner = Planner.from_settings(s)
@@ -422,6 +433,160 @@ def bounces_ingest(
     finally:
         rt.close()
     out.print(report.summary())
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Annotated[str, typer.Argument(metavar="FILE.csv", help="Columns: email, consent, first_name, timezone.")],
+    confirmed: Annotated[bool, typer.Option("--confirmed", help="Consent was given elsewhere: no confirmation email.")] = False,
+    consent_source: Annotated[Optional[str], typer.Option(help="With --confirmed: how consent was obtained.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and report; write nothing.")] = False,
+) -> None:
+    """Import people from a CSV file. Without --confirmed each new person gets a confirmation
+    email (double opt-in), sent by the next send-due or the scheduler. Nobody who unsubscribed,
+    bounced, complained or was erased is ever brought back. Importing twice changes nothing."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from nurture.sender import utcnow
+    from nurture.subscriber_files import CsvImportError, import_csv
+
+    s = settings()
+    rt = runtime(s)
+    try:
+        with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), console=console,
+                      transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task("import", total=None)
+            report = import_csv(
+                rt.sessions, file, now=utcnow(), default_timezone=s.timezone, confirmed=confirmed,
+                consent_source=consent_source, dry_run=dry_run, confirmations_per_day=s.confirmations_per_day,
+                progress=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n),
+            )
+    except (CsvImportError, OSError) as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        rt.close()
+    for row in report.rejected:
+        console.print(f"line {row.line}: {escape(row.email)!s}: {escape(row.reason)}", highlight=False)
+    out.print(report.summary())
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    file: Annotated[Optional[str], typer.Argument(metavar="[FILE.csv]", help="Default: standard output.")] = None,
+) -> None:
+    """Export everyone who has an address on file, as CSV."""
+    from nurture.subscriber_files import export_csv
+
+    rt = runtime()
+    try:
+        with rt.sessions() as session:
+            if file is None:
+                count = export_csv(session, sys.stdout)
+            else:
+                try:
+                    with open(file, "w", newline="", encoding="utf-8") as handle:
+                        count = export_csv(session, handle)
+                except OSError as exc:
+                    raise Fail(f"cannot write {file}: {exc.strerror}") from None
+    finally:
+        rt.close()
+    console.print(f"exported {count} subscribers" + (f" to {file}" if file else ""))
+
+
+@subscribers_app.command("export-personal")
+def subscribers_export_personal(address: Annotated[str, typer.Argument(metavar="EMAIL")]) -> None:
+    """Everything held about one person, as JSON (consent ledger included): a subject access request."""
+    import json
+
+    from nurture.data_rights import export_personal
+    from nurture.validation import InvalidInput
+
+    rt = runtime()
+    try:
+        with rt.sessions() as session:
+            data = export_personal(session, address)
+    except InvalidInput as exc:
+        raise Fail(exc.message) from None
+    finally:
+        rt.close()
+    if data is None:
+        raise Fail(f"nothing is held about {address}")
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@subscribers_app.command("erase")
+def subscribers_erase(address: Annotated[str, typer.Argument(metavar="EMAIL")]) -> None:
+    """Erase one person's personal data; a hashed tombstone keeps the address suppressed for imports."""
+    from nurture.data_rights import erase
+    from nurture.db import transaction
+    from nurture.sender import utcnow
+    from nurture.validation import InvalidInput
+
+    rt = runtime()
+    try:
+        with transaction(rt.sessions) as session:
+            erased = erase(session, address, now=utcnow())
+    except InvalidInput as exc:
+        raise Fail(exc.message) from None
+    finally:
+        rt.close()
+    if not erased:
+        raise Fail(f"nothing to erase for {address} (unknown, or erased already)")
+    out.print(f"erased {address}: personal data removed, counts kept, the address stays suppressed")
+
+
+@app.command()
+def stats(
+    since: Annotated[Optional[str], typer.Option(help="Only people who signed up since this date (ISO-8601).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The funnel: signups, confirmations, then each step (sent, clicked, unsubscribed, bounced),
+    consultation clicks as the goal, and the broadcasts."""
+    import json
+
+    from rich.table import Table
+
+    from nurture import reports
+    from nurture.journey import Planner
+    from nurture.sequences import TemplateFormatError
+
+    s = settings()
+    start = parse_now(since, "--since") if since else None
+    rt = runtime(s)
+    try:
+        sequence = Planner.from_settings(s).sequence()
+        if sequence is None:
+            raise Fail(f"no sequence {s.sequence!r} in {s.templates_dir}")
+        with rt.sessions() as session:
+            funnel = reports.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url)
+    except TemplateFormatError as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        rt.close()
+    if as_json:
+        sys.stdout.write(json.dumps(funnel.to_dict(), indent=2) + "\n")
+        return
+
+    def pct(rate: float | None) -> str:
+        return "–" if rate is None else f"{rate:.1%}"
+
+    scope = f"people who signed up since {start:%Y-%m-%d}" if start else "everyone"
+    out.print(f"[bold]{s.clinic_name}[/] · sequence {funnel.sequence} · {scope}")
+    out.print(f"signups {funnel.signups} · confirmed {funnel.confirmed} ({pct(funnel.confirm_rate)}) · "
+              f"consultation clicks {funnel.goal} ({pct(funnel.goal_rate)} of confirmed)")
+    table = Table("#", "step", "sent", "clicked", "rate", "consultation", "unsubscribed", "bounced")
+    for step in funnel.steps:
+        table.add_row(str(step.position + 1), step.key, str(step.sent), str(step.clickers), pct(step.click_rate),
+                      str(step.goal_clickers), str(step.unsubscribed), str(step.bounced))
+    out.print(table)
+    if funnel.broadcasts:
+        table = Table("broadcast", "template", "audience", "status", "sent", "clicked", "rate", "unsubscribed",
+                      "bounced")
+        for b in funnel.broadcasts:
+            table.add_row(str(b.id), b.template, b.audience, b.status, str(b.sent), str(b.clickers),
+                          pct(b.click_rate), str(b.unsubscribed), str(b.bounced))
+        out.print(table)
 
 
 def _safe_url(url: str) -> str:

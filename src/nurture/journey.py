@@ -123,7 +123,7 @@ class Planner:
     def __call__(self, session: Session, now: datetime) -> int:
         try:
             sequence = self.sequence()
-        except TemplateFormatError as exc:
+        except (TemplateFormatError, OSError) as exc:
             # A mistake in a template holds back new sequence steps only; confirmations, retries
             # and broadcasts already queued still go. `nurture templates validate` shows the fix.
             log.error("sequence %r not planned this pass: %s", self.sequence_name, exc)

@@ -21,3 +21,26 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database at ``database_url`` to ``revision`` (creates a SQLite file if needed)."""
     command.upgrade(alembic_config(database_url), revision)
+
+
+class SchemaOutOfDate(Exception):
+    """The database is not at the schema this version of nurture needs."""
+
+
+def check_current(database_url: str) -> None:
+    """Raise SchemaOutOfDate, saying what to run, unless the database is at the head revision."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from nurture.db import make_engine
+
+    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    if current != head:
+        where = "has no tables yet" if current is None else f"is at schema {current}"
+        raise SchemaOutOfDate(f"the database {where}; this version needs {head}: run `nurture db upgrade`")

@@ -503,7 +503,10 @@ class Renderer:
             if isinstance(exc, RenderError):
                 raise
             where = _template_line(exc, self.templates_dir) or (self.templates_dir / template, 0)
-            message = exc.message if isinstance(exc, TemplateError) and exc.message else str(exc)
+            if isinstance(exc, TemplateError) and exc.message:
+                message = exc.message
+            else:
+                message = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, TemplateSyntaxError):
                 message = f"template syntax error: {message}"
             raise RenderError(where[0], where[1], message) from exc

@@ -11,12 +11,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nurture.journey import Planner, next_send
+from nurture.journey import Planner, marketing_history, next_send
 from nurture.messages import message_id, sender_domain
 from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
+from nurture.sequences import TemplateFormatError
 from nurture.subscribers import find_by_email
 
-_MARKETING_STATES = ("sent", "sending", "queued", "retry", "unknown")
+_WAITING = ("queued", "sending", "retry", "unknown")
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,13 @@ def build_timeline(
         detail = f"{message_id(row.id, row.key, secret=secret, domain=domain)} · {row.smtp_reply or row.last_error or ''}"
         timeline.entries.append(Entry(at, f"{row.key} · {row.state.value}", detail.strip(" ·")))
     timeline.entries.sort(key=lambda e: e.at)
-    _explain_next(timeline, subscriber, rows, now, planner)
+    _explain_next(session, timeline, subscriber, rows, now, planner)
     return timeline
 
 
-def _explain_next(timeline: Timeline, subscriber: Subscriber, rows, now: datetime, planner: Planner) -> None:
+def _explain_next(
+    session: Session, timeline: Timeline, subscriber: Subscriber, rows, now: datetime, planner: Planner
+) -> None:
     if subscriber.status is not Status.confirmed:
         reasons = {
             Status.pending: "waiting for the person to confirm their address",
@@ -78,16 +81,24 @@ def _explain_next(timeline: Timeline, subscriber: Subscriber, rows, now: datetim
         timeline.why_nothing = "stopped the series (still receives the newsletter)" if subscriber.wants_newsletter \
             else "stopped the series"
         return
-    sequence = planner.sequence()
-    if sequence is None:
-        timeline.why_nothing = f"the sequence {subscriber.sequence!r} has no templates"
+    waiting = sorted((r for r in rows if r.key.startswith(("seq:", "bcast:")) and r.state.value in _WAITING),
+                     key=lambda r: r.due_at)
+    if waiting:
+        # Queued or being retried: that message is what comes next, at its own time.
+        timeline.next_step, timeline.next_at = _label(waiting[0].key), max(waiting[0].due_at, now)
         return
-    done = {r.key for r in rows if r.key.startswith("seq:")}
-    marketing = [r.sent_at or r.due_at for r in rows
-                 if r.key.startswith(("seq:", "bcast:")) and r.state.value in _MARKETING_STATES]
+    try:
+        sequence = planner.sequence()
+    except TemplateFormatError as exc:
+        timeline.why_nothing = f"the sequence cannot be read: {exc}"
+        return
+    if sequence is None:
+        timeline.why_nothing = f"the sequence {planner.sequence_name!r} has no templates"
+        return
+    history = marketing_history(session, now, (subscriber.id, subscriber.id))
     found = next_send(sequence, confirmed_at=subscriber.confirmed_at, zone=ZoneInfo(subscriber.timezone),
-                      done_keys=done, last_marketing_at=max(marketing, default=None), now=now,
-                      window=planner.window)
+                      done_keys=history.done.get(subscriber.id, set()),
+                      last_marketing_at=history.last.get(subscriber.id), now=now, window=planner.window)
     if found is None:
         timeline.why_nothing = "finished the sequence; receives the newsletter" if subscriber.wants_newsletter \
             else "finished the sequence and stopped the newsletter"
@@ -95,3 +106,7 @@ def _explain_next(timeline: Timeline, subscriber: Subscriber, rows, now: datetim
     timeline.next_step, timeline.next_at = found[0].key, found[1]
 
 
+def _label(key: str) -> str:
+    """How a queued message is named to a person: the step key, or the broadcast."""
+    kind, _, rest = key.partition(":")
+    return f"newsletter (broadcast {rest})" if kind == "bcast" else rest.rpartition(":")[2]

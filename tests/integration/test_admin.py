@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 import reports_scene
+from factories import confirmed
 from conftest import make_settings
 from nurture import reports
 from nurture.db import transaction
@@ -193,8 +194,9 @@ def test_missing_sequence_templates_leave_a_note_not_an_error(tmp_path, database
                                     templates_dir=str(tmp_path / "nowhere")), transport_override=MemoryTransport())
     try:
         reports_scene.build(runtime.sessions)
+        confirmed(runtime.sessions, "waiting@example.com", NOW)  # nothing queued: the plan needs the templates
         with make_client(runtime) as client:
-            response = client.get("/admin?email=a@example.com", auth=AUTH)
+            response = client.get("/admin?email=waiting@example.com", auth=AUTH)
         assert response.status_code == 200
         assert "No templates for the sequence" in response.text
         assert "The timeline needs the sequence templates, which cannot be read" in response.text
@@ -216,8 +218,8 @@ def test_search_shows_a_subscribers_timeline(client, scene):
 
 def test_search_says_what_comes_next(client, scene):
     text = client.get("/admin", params={"email": "f@example.com"}, auth=AUTH).text
-    # how-it-may-work is already queued for f (it shows in the timeline); the plan is the step after.
-    assert "<strong>Next:</strong> risks-side-effects on Sunday 22 November, 09:00 their time" in text
+    # how-it-may-work is queued for f (due on the 21st): that message is what comes next.
+    assert "<strong>Next:</strong> how-it-may-work on Saturday 21 November, 03:00 their time" in text
 
 
 @pytest.mark.parametrize("email, message", [

@@ -112,3 +112,37 @@ def test_broadcast_commands_end_to_end(workdir):
     assert "sent 0," in nurture(workdir, "broadcast", "send", "1", "--now", T0.isoformat()).stdout
     assert len(mailbox.Maildir(workdir / "outbox")) == 2
     assert "cancelled" in nurture(workdir, "broadcast", "cancel", "1").stdout
+
+
+def test_stats_table_and_json_agree_with_the_database(workdir):
+    import json
+
+    nurture(workdir, "db", "upgrade")
+    sessions = session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))
+    for name in ("ann", "bob", "cat"):
+        confirmed(sessions, f"{name}@example.com", T0)
+    nurture(workdir, "send-due", "--now", T0.isoformat())
+    data = json.loads(nurture(workdir, "stats", "--json").stdout)
+    assert (data["signups"], data["confirmed"]) == (3, 3)
+    assert [s["sent"] for s in data["steps"]] == [3, 0, 0, 0]
+    table = nurture(workdir, "stats").stdout
+    assert "signups 3 · confirmed 3 (100.0%)" in table and "welcome-history" in table
+    one_line_error(nurture(workdir, "stats", "--since", "last week", check=False), 1)
+
+
+def test_subscriber_import_export_erase_commands(workdir):
+    import json
+
+    nurture(workdir, "db", "upgrade")
+    (workdir / "people.csv").write_text("email,first_name,timezone,consent\nann@example.com,Ann,Europe/Paris,yes\n"
+                                        "broken,Bob,,yes\n")
+    first = nurture(workdir, "subscribers", "import", "people.csv")
+    assert "line 3: broken:" in first.stderr and "1 new" in first.stdout
+    assert "0 new" in nurture(workdir, "subscribers", "import", "people.csv").stdout
+    assert "ann@example.com" in nurture(workdir, "subscribers", "export").stdout
+    personal = json.loads(nurture(workdir, "subscribers", "export-personal", "ann@example.com").stdout)
+    assert personal["consent"][0]["kind"] == "signup"
+    assert "erased" in nurture(workdir, "subscribers", "erase", "ann@example.com").stdout
+    one_line_error(nurture(workdir, "subscribers", "erase", "ann@example.com", check=False), 1)
+    one_line_error(nurture(workdir, "subscribers", "import", "missing.csv", check=False), 1)
+    one_line_error(nurture(workdir, "subscribers", "export-personal", "nobody@example.com", check=False), 1)

@@ -31,6 +31,7 @@ from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, ConfirmResult
 from nurture.tokens import ExpiredToken, InvalidToken
 from nurture.tracking import links_in, resolve
 from nurture.validation import InvalidInput, Signup, parse_signup
+from nurture.web.admin import mount_admin
 from nurture.web.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -283,6 +284,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
     def healthz():
         return {"status": "ok"}
 
+    mount_admin(app, runtime, clock=clock)
     return app
 
 
