@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import email
 import html
 import mailbox
@@ -258,7 +259,9 @@ def test_the_stamp_changes_when_a_template_is_saved_and_the_watcher_notices(temp
         await asyncio.wait_for(task, 6)
         return watcher.stamp, watcher.changed
 
-    after, changed = asyncio.run(scenario())
+    # In a thread of its own: a Playwright session (the browser tests) may own this thread's loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        after, changed = pool.submit(asyncio.run, scenario()).result(timeout=30)
     assert after != before and after == templates_stamp(templates)
     assert changed == [WELCOME]  # named by the file event, not found by the fallback polling
 
