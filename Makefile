@@ -28,8 +28,10 @@ test: install validate
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/bench_render.py
 	$(BIN)/python bench/bench_signup.py
+	$(BIN)/python bench/bench_send.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

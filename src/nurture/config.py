@@ -63,7 +63,7 @@ class Settings(BaseSettings):
 
     # The clinic
     clinic_name: str = "Clearwater Psychiatry"
-    postal_address: str = "Clearwater Psychiatry, 200 Lakeview Avenue, Suite 310, Madison, WI 53703, USA"
+    postal_address: str = "200 Lakeview Avenue, Suite 310, Madison, WI 53703, USA"
     clinic_phone: str = "(608) 555-0142"
     website_url: str = "https://clearwater-psychiatry.example"
     consultation_url: str = "https://clearwater-psychiatry.example/consultation"
