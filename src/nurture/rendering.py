@@ -81,7 +81,14 @@ from lxml import etree
 from markupsafe import escape
 
 from nurture.plaintext import html_to_text
-from nurture.sequences import NOT_SEQUENCES, Step, TemplateFormatError, describe_email, strip_front_matter
+from nurture.sequences import (
+    NOT_SEQUENCES,
+    LocatedError,
+    Step,
+    TemplateFormatError,
+    describe_email,
+    strip_front_matter,
+)
 
 __all__ = [
     "FIRST_NAME_FALLBACK",
@@ -135,14 +142,8 @@ class Rendered:
     preheader: str
 
 
-class RenderError(ValueError):
+class RenderError(LocatedError):
     """A template that cannot be rendered; str() is ``path:line: message``."""
-
-    def __init__(self, path: Path | str, line: int, message: str) -> None:
-        super().__init__(f"{path}:{line}: {message}")
-        self.path = Path(path)
-        self.line = line
-        self.message = message
 
 
 def sample_recipient(base_url: str) -> dict[str, str]:

@@ -36,8 +36,24 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
+class _Rates:
+    """Rates of an email's figures (None when nothing was sent)."""
+
+    sent: int
+    clickers: int
+    unsubscribed: int
+
+    @property
+    def click_rate(self) -> float | None:
+        return _rate(self.clickers, self.sent)
+
+    @property
+    def unsubscribe_rate(self) -> float | None:
+        return _rate(self.unsubscribed, self.sent)
+
+
 @dataclass(frozen=True)
-class StepFigures:
+class StepFigures(_Rates):
     """One sequence step. ``clickers``, ``openers``, ``bounced``, ``unsubscribed`` and
     ``goal_clickers`` count people, not events (two clicks by one person are one clicker)."""
 
@@ -51,17 +67,9 @@ class StepFigures:
     bounced: int = 0
     goal_clickers: int = 0  # clicked the consultation link in this email
 
-    @property
-    def click_rate(self) -> float | None:
-        return _rate(self.clickers, self.sent)
-
-    @property
-    def unsubscribe_rate(self) -> float | None:
-        return _rate(self.unsubscribed, self.sent)
-
 
 @dataclass(frozen=True)
-class BroadcastFigures:
+class BroadcastFigures(_Rates):
     id: int
     template: str
     audience: str
@@ -74,14 +82,6 @@ class BroadcastFigures:
     openers: int = 0
     unsubscribed: int = 0
     bounced: int = 0
-
-    @property
-    def click_rate(self) -> float | None:
-        return _rate(self.clickers, self.sent)
-
-    @property
-    def unsubscribe_rate(self) -> float | None:
-        return _rate(self.unsubscribed, self.sent)
 
 
 @dataclass(frozen=True)

@@ -56,14 +56,18 @@ _KNOWN_FIELDS = frozenset({"key", "subject", "preheader", "delay_days", "track_o
 _STEP_FILE = re.compile(r"(\d+)-.+" + re.escape(EMAIL_SUFFIX))
 
 
-class TemplateFormatError(ValueError):
-    """A mistake in an email file's front matter or in a sequence's shape."""
+class LocatedError(ValueError):
+    """A mistake at a line of a template file; str() is ``path:line: message`` for editors."""
 
     def __init__(self, path: Path | str, line: int, message: str) -> None:
         super().__init__(f"{path}:{line}: {message}")
         self.path = Path(path)
         self.line = line
         self.message = message
+
+
+class TemplateFormatError(LocatedError):
+    """A mistake in an email file's front matter or in a sequence's shape."""
 
 
 @dataclass(frozen=True)
