@@ -79,10 +79,23 @@ def clean_name(raw: object) -> str | None:
         raise InvalidInput("first_name", "The first name must be text.")
     if _CONTROL.search(raw):
         raise InvalidInput("first_name", "The first name contains a line break or control character.")
+    if any(_unfit_in_name(char) for char in raw):
+        raise InvalidInput("first_name", "The first name contains a character that cannot be shown.")
     name = unicodedata.normalize("NFC", raw).strip()
     if len(name) > MAX_NAME:
         raise InvalidInput("first_name", f"The first name is longer than {MAX_NAME} characters.")
     return name or None
+
+
+# Zero-width joiner and non-joiner are part of how some scripts (and emoji) are written.
+_JOINERS = {"\u200c", "\u200d"}
+
+
+def _unfit_in_name(char: str) -> bool:
+    """Unassigned, private-use, surrogate and formatting characters (such as right-to-left
+    overrides, which can make a name display as something else) have no place in a greeting."""
+    category = unicodedata.category(char)
+    return category in ("Cn", "Co", "Cs", "Zl", "Zp") or (category == "Cf" and char not in _JOINERS)
 
 
 def clean_timezone(raw: object) -> str | None:

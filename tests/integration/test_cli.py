@@ -146,3 +146,20 @@ def test_subscriber_import_export_erase_commands(workdir):
     one_line_error(nurture(workdir, "subscribers", "erase", "ann@example.com", check=False), 1)
     one_line_error(nurture(workdir, "subscribers", "import", "missing.csv", check=False), 1)
     one_line_error(nurture(workdir, "subscribers", "export-personal", "nobody@example.com", check=False), 1)
+
+
+def test_bounces_ingest_command(workdir):
+    nurture(workdir, "db", "upgrade")
+    sessions = session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))
+    confirmed(sessions, "no.such.person@gmail.com", T0)
+    nurture(workdir, "send-due", "--now", T0.isoformat())
+    returned = mailbox.Maildir(workdir / "returned", create=True)
+    returned.add((TEMPLATES.parent.parent / "tests" / "fixtures" / "bounces" / "gmail_hard_511.eml").read_bytes()
+                 .replace(b"@@MESSAGE_ID@@", b"<none@example.com>").replace(b"@@BOUNCE_ID@@", b"<b1@example.com>")
+                 .replace(b"@@DATE@@", b"Tue, 01 Dec 2026 15:30:00 +0000"))
+    summary = nurture(workdir, "bounces", "ingest", "returned").stdout
+    assert "1 hard" in summary or "hard 1" in summary, summary
+    story = nurture(workdir, "explain", "no.such.person@gmail.com").stdout
+    assert "bounced" in story
+    one_line_error(nurture(workdir, "bounces", "ingest", "no-such-folder", check=False), 1)
+    one_line_error(nurture(workdir, "bounces", "ingest", check=False), 1)

@@ -32,10 +32,17 @@ def test_one_identity_per_address_whatever_its_case():
     assert email_hash(normalise_email("A@Example.com")) == email_hash(normalise_email("a@example.COM"))
 
 
-@pytest.mark.parametrize("raw", ["n" * 101, "a\x00b", "a\tb", "a\u2028b", 3])
+@pytest.mark.parametrize("raw", ["n" * 101, "a\x00b", "a\tb", "a\u2028b", 3, "Bob\u202egnp.exe", "\U0004f3d3",
+                                 "\ue000"])
 def test_bad_names_are_refused(raw):
     with pytest.raises(InvalidInput):
         clean_name(raw)
+
+
+def test_names_in_any_script_are_welcome():
+    assert clean_name("Zoë") == "Zoë"
+    assert clean_name("محمد") == "محمد"
+    assert clean_name("می\u200cخواهم") == "می\u200cخواهم"  # the zero-width non-joiner is part of Persian
 
 
 def test_names_are_trimmed_and_empty_means_none():
@@ -69,4 +76,4 @@ def test_any_input_either_parses_cleanly_or_raises_invalid_input(data):
         return
     assert "@" in signup.email and len(signup.email) <= 254
     assert "\n" not in signup.email and "\r" not in signup.email
-    assert signup.first_name is None or (len(signup.first_name) <= 100 and signup.first_name.isprintable())
+    assert signup.first_name is None or len(signup.first_name) <= 100
