@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -199,7 +199,7 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, now: datet
     for outcome in outcomes:
         claim = outcome.claim
         rows.append({
-            "id": claim.id,
+            "row_id": claim.id,
             "state": outcome.state,
             "smtp_reply": _clip(outcome.reply),
             "worker": None,
@@ -209,7 +209,9 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, now: datet
             "unknowns": claim.unknowns + (outcome.state is OutboxState.unknown),
             "due_at": outcome.next_attempt_at or now,
         })
-    session.execute(update(OutboxMessage), rows)
+    # Core executemany by primary key: the ORM's bulk path re-evaluates each row in Python.
+    table = OutboxMessage.__table__
+    session.execute(update(table).where(table.c.id == bindparam("row_id")), rows)
     events = [
         {"kind": _EVENT_KINDS[o.state], "created_at": now, "outbox_id": o.claim.id,
          "subscriber_id": o.claim.subscriber_id, "detail": _clip(o.reply)}
@@ -217,7 +219,7 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, now: datet
         if o.state in _EVENT_KINDS
     ]
     if events:
-        session.execute(insert(Event), events)
+        session.execute(insert(Event.__table__), events)
 
 
 _EVENT_KINDS = {OutboxState.sent: "sent", OutboxState.failed: "failed"}

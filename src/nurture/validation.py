@@ -11,6 +11,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
@@ -21,7 +22,6 @@ SIGNUP_FIELDS = frozenset({"email", "first_name", "timezone", "consent", "consen
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0", ""}
-_ZONES = frozenset(available_timezones())
 
 
 class InvalidInput(ValueError):
@@ -98,10 +98,15 @@ def _unfit_in_name(char: str) -> bool:
     return category in ("Cn", "Co", "Cs", "Zl", "Zp") or (category == "Cf" and char not in _JOINERS)
 
 
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())  # reads the zone database: once, on first use
+
+
 def clean_timezone(raw: object) -> str | None:
     if raw is None or raw == "":
         return None
-    if not isinstance(raw, str) or raw not in _ZONES:
+    if not isinstance(raw, str) or raw not in _zones():
         raise InvalidInput("timezone", "The time zone must be an IANA name such as Europe/London.")
     try:
         ZoneInfo(raw)
