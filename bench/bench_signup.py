@@ -45,6 +45,21 @@ def wait_healthy(url: str, timeout: float = 30) -> None:
     raise SystemExit("the server did not start")
 
 
+def wait_for_confirmations(db: Path, timeout: float = 120) -> float:
+    """Seconds after the load stopped until every confirmation email was sent."""
+    engine = create_engine(f"sqlite:///{db}")
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        with engine.connect() as conn:
+            waiting = conn.scalar(select(func.count()).select_from(OutboxMessage)
+                                  .where(OutboxMessage.state != "sent"))
+        if not waiting:
+            break
+        time.sleep(0.2)
+    engine.dispose()
+    return time.monotonic() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20)
@@ -69,7 +84,7 @@ def main() -> None:
         run = subprocess.run(["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
                               "-s", str(ROOT / "bench" / "signup.lua"), url], capture_output=True, text=True,
                              check=True)
-        time.sleep(3)  # let the confirmation thread finish the last emails
+        drain = wait_for_confirmations(workdir / "subscribers.db")
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -91,7 +106,8 @@ def main() -> None:
     print(f"{accepted / args.seconds:>10,.0f} | {int(values['P50_US']) / 1000:>7.1f} | "
           f"{int(values['P99_US']) / 1000:>7.1f} | {accepted:>9,} | {rows:>9,} | {max(accepted - rows, 0):>7} | "
           f"{sent:>8,} of {confirmations:,}")
-    print(f"\nconsent ledger rows: {ledger:,}; {non_2xx.strip()}")
+    print(f"\nconsent ledger rows: {ledger:,}; {non_2xx.strip()}; the last confirmation email went "
+          f"{drain:.1f} s after the load stopped")
     shutil.rmtree(workdir, ignore_errors=True)
 
 
