@@ -21,13 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from nurture.rendering import Renderer, inline_css  # noqa: E402
+from nurture.template_checks import SAMPLE_CLINIC as CLINIC  # noqa: E402
 
-CLINIC = {
-    "name": "Harbor Psychiatry",
-    "postal_address": "100 Example Street, Suite 200, Springfield, IL 62701, USA",
-    "phone": "(555) 010-0199",
-    "website_url": "https://clinic.example",
-}
 BASE = "https://mail.clinic.example"
 
 
