@@ -116,3 +116,31 @@ def test_a_lost_reply_after_data_is_unknown_and_resent_once_with_the_same_messag
     copies = smtp_server.handler.to("flaky@example.com")
     assert len(copies) == 2
     assert parsed(copies[0])["Message-ID"] == parsed(copies[1])["Message-ID"]
+
+
+def test_dev_recipient_receives_everything_and_the_headers_stay_true(tmp_path, database_url, smtp_server):
+    rt = Runtime(make_settings(tmp_path, database_url, smtp_url=smtp_server.url,
+                               dev_recipient="developer@example.org"))
+    confirmed(rt.sessions, "reader@example.com", T0)
+    rt.sender().run_pass(T0)
+    rt.close()
+    [received] = smtp_server.handler.messages
+    assert received.rcpt_tos == ["developer@example.org"]  # the envelope goes to the developer
+    assert parsed(received)["To"] == "reader@example.com"  # the message shows who it was for
+
+
+def test_a_connection_the_server_dropped_is_replaced(tmp_path, database_url):
+    from smtp_sink import SmtpServer
+
+    server = SmtpServer().__enter__()
+    rt = Runtime(make_settings(tmp_path, database_url, smtp_url=server.url, smtp_pool_size="1"))
+    confirmed(rt.sessions, "first@example.com", T0)
+    sender = rt.sender()
+    assert sender.run_pass(T0).sent == 1
+    # The server restarts: the pooled connection is now dead.
+    server.__exit__(None, None, None)
+    with SmtpServer(port=server.port) as restarted:
+        confirmed(rt.sessions, "second@example.com", T0)
+        assert sender.run_pass(T0 + timedelta(minutes=1)).sent == 1
+        assert [m.rcpt_tos for m in restarted.handler.messages] == [["second@example.com"]]
+    rt.close()
