@@ -165,7 +165,7 @@ def demo(sessions, now: datetime = NOW, days: int = 60, seed: int = 7) -> None:
 
     rng = random.Random(seed)
     delays = (0, 2, 5, 8)
-    people, consents, rows, events = [], [], [], []
+    people, rows, events = [], [], []
     for d in range(days, -1, -1):
         day = now - timedelta(days=d)
         weekday = day.weekday() < 5

@@ -17,7 +17,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
-from nurture.models import Broadcast, ConsentEvent, Event, OutboxMessage, Status, Subscriber
+from nurture.models import Broadcast, ConsentEvent, Event, OutboxMessage, Status
 from nurture.subscribers import find_by_email
 from nurture.validation import normalise_email
 

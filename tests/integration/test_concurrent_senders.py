@@ -18,7 +18,6 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from email import policy
 
-import pytest
 from sqlalchemy import func, select
 
 from conftest import SECRET, TEMPLATES

@@ -1,0 +1,208 @@
+"""Commands for what is sent: checking and previewing templates, the studio, newsletter broadcasts."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from typing import Annotated, Optional
+
+import typer
+
+from nurture.cli.common import Fail, app, console, out, parse_now, runtime, settings
+
+templates_app = typer.Typer(no_args_is_help=True, help="Check and preview the email templates marketing edits.")
+app.add_typer(templates_app, name="templates")
+broadcast_app = typer.Typer(no_args_is_help=True, help="Newsletter issues sent once to an audience.")
+app.add_typer(broadcast_app, name="broadcast")
+
+
+@templates_app.command("validate")
+def templates_validate() -> None:
+    """Check every email template; prints file:line messages and exits 1 on any error."""
+    from nurture.template_checks import check_templates
+
+    s = settings()
+    s.require_templates()
+    problems = check_templates(s.templates_dir, base_url=s.base_url, dev=s.is_dev, clinic=s.clinic)
+    for problem in problems:
+        colour = "red" if problem.severity == "error" else "yellow"
+        console.print(f"[{colour}]{problem.severity}[/] ", end="")
+        console.print(str(problem), markup=False, highlight=False)
+    errors = sum(p.severity == "error" for p in problems)
+    if errors:
+        raise Fail(f"{errors} problem(s) in {s.templates_dir}: fix them before anyone gets an email")
+    console.print(f"templates OK: {s.templates_dir}" + (f" ({len(problems)} warning(s))" if problems else ""))
+
+@templates_app.command("preview")
+def templates_preview(
+    key: Annotated[str, typer.Argument(help="The email's key (front matter), e.g. welcome-history, or 'confirm'.")],
+    format: Annotated[str, typer.Option("--format", help="html, text or eml")] = "html",
+    to: Annotated[Optional[str], typer.Option(help="Send a test copy to this address instead of printing.")] = None,
+) -> None:
+    """Print an email rendered with sample data, or send a test copy to one address."""
+    from nurture.messages import build_message, sender_domain
+    from nurture.rendering import RenderError
+    from nurture.sequences import find_email
+    from nurture.validation import InvalidInput, normalise_email
+
+    if format not in ("html", "text", "eml"):
+        raise Fail("--format must be html, text or eml")
+    s = settings()
+    rt = runtime(s, database=False)
+    try:
+        step = find_email(s.templates_dir, key)
+        if step is None:
+            raise Fail(f"no email with the key {key!r} in {s.templates_dir} (see `nurture studio` for the list)")
+        try:
+            rendered = rt.renderer.render(step.template, rt.renderer.sample_recipient())
+        except RenderError as exc:
+            raise Fail(str(exc)) from None
+        sample = rt.renderer.sample_recipient()
+        now = datetime.now(timezone.utc)
+        recipient = "test@example.com"
+        if to is not None:
+            try:
+                recipient = normalise_email(to)
+            except InvalidInput as exc:
+                raise Fail(f"--to: {exc.message}") from None
+            rendered = rendered.__class__(subject=f"[TEST] {rendered.subject}", html=rendered.html,
+                                          text=rendered.text, preheader=rendered.preheader)
+        data = build_message(
+            rendered, from_header=s.mail_from, to=recipient,
+            message_id=f"<preview.{step.key}.{int(now.timestamp())}@{sender_domain(s.mail_from)}>", date=now,
+            unsubscribe_url=sample.get("unsubscribe_url") if not step.template.startswith("system/") else None,
+            list_id=None,
+        )
+        if to is None:
+            body = {"html": rendered.html, "text": rendered.text, "eml": data.decode("ascii", "replace")}[format]
+            sys.stdout.write(body if body.endswith("\n") else body + "\n")
+            return
+        from email.utils import parseaddr
+
+        from nurture.transports import NoReply, Unreachable
+
+        try:
+            reply = rt.transport.send(parseaddr(s.mail_from)[1], recipient, data)
+        except (Unreachable, NoReply) as exc:
+            raise Fail(f"test copy not sent: {exc}") from None
+        if not 200 <= reply.code < 300:
+            raise Fail(f"test copy refused by the server: {reply}")
+        console.print(f"test copy of {step.key} sent to {recipient}: {reply}", highlight=False)
+    finally:
+        rt.close()
+
+@app.command()
+def studio(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 8001,
+) -> None:
+    """A local page for marketing: every email in order, rendered at desktop and phone widths,
+    its text and source, validation messages, a journey view; reloads when a file is saved."""
+    from nurture.web.studio import run_studio
+
+    s = settings()
+    s.require_templates()
+    console.print(f"studio on http://127.0.0.1:{port} · templates {s.templates_dir} · Ctrl-C to stop")
+    run_studio(s, host="127.0.0.1", port=port)
+
+@broadcast_app.command("create")
+def broadcast_create(
+    template: Annotated[str, typer.Argument(help="The newsletter's key (front matter), e.g. 2026-12-winter.")],
+    audience: Annotated[str, typer.Option(help="all, finished (the sequence), or tag:NAME.")] = "all",
+    at: Annotated[Optional[str], typer.Option(help="When it goes (ISO-8601); default: now, via the scheduler.")] = None,
+    track_opens: Annotated[bool, typer.Option("--track-opens", help="Add the open pixel (off by default).")] = False,
+    now: Annotated[Optional[str], typer.Option(help="Pretend it is this instant (ISO-8601).")] = None,
+) -> None:
+    """Create a broadcast: the audience is fixed now; it goes at --at through the scheduler."""
+    from nurture import broadcasts
+    from nurture.db import transaction
+    from nurture.journey import Planner
+    from nurture.sequences import TemplateFormatError, load_newsletters
+
+    instant = parse_now(now)
+    send_at = parse_now(at, "--at") if at else instant
+    s = settings()
+    rt = runtime(s)
+    planner = Planner.from_settings(s)
+    try:
+        newsletters = load_newsletters(s.templates_dir)
+        if template not in newsletters:
+            known = ", ".join(sorted(newsletters)) or "none"
+            raise Fail(f"no newsletter with the key {template!r} (known: {known})")
+        with transaction(rt.sessions) as session:
+            broadcast = broadcasts.create(session, newsletter=newsletters[template], audience=audience,
+                                          send_at=send_at, now=instant, sequence=planner.sequence(),
+                                          window=planner.window, track_opens=track_opens)
+    except (broadcasts.BroadcastError, TemplateFormatError) as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        rt.close()
+    out.print(f"broadcast {broadcast.id}: {template} to {broadcast.recipients} people ({audience}), "
+              f"from {send_at:%Y-%m-%d %H:%M} UTC")
+
+@broadcast_app.command("list")
+def broadcast_list() -> None:
+    """Every broadcast with its state and how many copies are sent, queued or failed."""
+    from rich.table import Table
+
+    from nurture import broadcasts
+
+    rt = runtime()
+    try:
+        with rt.sessions() as session:
+            rows = broadcasts.list_broadcasts(session)
+    finally:
+        rt.close()
+    table = Table("id", "template", "audience", "goes at (UTC)", "state", "recipients", "sent", "queued", "failed")
+    for row in rows:
+        b, c = row.broadcast, row.counts
+        table.add_row(str(b.id), b.template, b.audience, f"{b.send_at:%Y-%m-%d %H:%M}", row.state,
+                      str(b.recipients), str(c.get("sent", 0)),
+                      str(sum(c.get(k, 0) for k in ("queued", "retry", "sending", "unknown"))), str(c.get("failed", 0)))
+    out.print(table)
+
+@broadcast_app.command("send")
+def broadcast_send(
+    broadcast_id: Annotated[int, typer.Argument(metavar="ID")],
+    include_new: Annotated[bool, typer.Option("--include-new", help="Also people who subscribed since it was created.")] = False,
+    now: Annotated[Optional[str], typer.Option(help="Pretend it is this instant (ISO-8601).")] = None,
+) -> None:
+    """Send a broadcast now (what is already sent is never sent again)."""
+    from nurture import broadcasts
+    from nurture.db import transaction
+    from nurture.journey import Planner
+    from nurture.sender import CircuitOpen, TransportDown
+
+    instant = parse_now(now)
+    s = settings()
+    rt = runtime(s)
+    planner = Planner.from_settings(s)
+    try:
+        with transaction(rt.sessions) as session:
+            added = broadcasts.include_new(session, broadcast_id, now=instant, sequence=planner.sequence(),
+                                           window=planner.window) if include_new else 0
+            due = broadcasts.send_now(session, broadcast_id, now=instant, window=planner.window)
+        summary = rt.sender().run_pass(instant, key_prefix=f"bcast:{broadcast_id}")
+    except (broadcasts.BroadcastError, CircuitOpen) as exc:
+        raise Fail(str(exc)) from None
+    except TransportDown as exc:
+        raise Fail(f"mail server unreachable, nothing was marked sent (run again later): {exc}") from None
+    finally:
+        rt.close()
+    later = f"; {due - summary.sent} wait for a day without a sequence email" if due > summary.sent else ""
+    out.print(f"broadcast {broadcast_id}: {summary.line()}" + (f"; {added} new people added" if added else "") + later)
+
+@broadcast_app.command("cancel")
+def broadcast_cancel(broadcast_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Stop a broadcast: copies not yet sent are cancelled."""
+    from nurture import broadcasts
+    from nurture.db import transaction
+
+    rt = runtime()
+    try:
+        with transaction(rt.sessions) as session:
+            stopped = broadcasts.cancel(session, broadcast_id)
+    except broadcasts.BroadcastError as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        rt.close()
+    out.print(f"broadcast {broadcast_id} cancelled: {stopped} copies will not be sent")

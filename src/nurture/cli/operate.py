@@ -1,0 +1,195 @@
+"""Commands the operator runs: the main job, the scheduler, a sending pass, explain, stats, migrations."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from nurture.cli.common import Fail, app, console, out, parse_now, runtime, safe_url, settings, setup_logging
+
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database to the current schema."""
+    from nurture.migrate import upgrade
+
+    s = settings()
+    upgrade(s.database_url)
+    console.print(f"database is up to date: {safe_url(s.database_url)}")
+
+@app.command()
+def serve() -> None:
+    """Serve the web endpoint (signup, confirm, unsubscribe) at NURTURE_HOST:NURTURE_PORT."""
+    _serve(with_scheduler=False)
+
+@app.command()
+def run() -> None:
+    """The main job: migrate, then the web endpoint and the scheduler in one process."""
+    _serve(with_scheduler=True)
+
+def _serve(*, with_scheduler: bool) -> None:
+    import threading
+
+    import uvicorn
+
+    from nurture.migrate import upgrade
+    from nurture.scheduler import build_scheduler
+    from nurture.web import create_app
+
+    s = settings()
+    setup_logging(s.log_level)
+    upgrade(s.database_url)
+    rt = runtime(s)
+    stop = threading.Event()
+    scheduler = build_scheduler(rt.sender(), s.send_interval, stop, blocking=False) if with_scheduler else None
+    where = f"outbox Maildir {s.outbox_dir}/" if not s.smtp_url else "SMTP " + safe_url(s.smtp_url)
+    console.print(f"[bold]nurture[/] on {s.base_url} · database {safe_url(s.database_url)} · mail to {where}"
+                  + (f" · sending every {s.send_interval} min" if scheduler else ""))
+    if scheduler:
+        scheduler.start()
+    try:
+        uvicorn.run(create_app(rt), host=s.host, port=s.port, log_level=s.log_level.lower(), access_log=False)
+    finally:
+        stop.set()
+        if scheduler:
+            scheduler.shutdown(wait=True)
+        rt.close()
+
+@app.command()
+def scheduler() -> None:
+    """Run the sending scheduler alone (every NURTURE_SEND_INTERVAL minutes) until SIGTERM."""
+    from nurture.scheduler import run_blocking
+
+    s = settings()
+    setup_logging(s.log_level)
+    rt = runtime(s)
+    try:
+        run_blocking(rt.sender(), s.send_interval)
+    finally:
+        rt.close()
+
+@app.command("send-due")
+def send_due(
+    now: Annotated[Optional[str], typer.Option(help="Pretend it is this instant (ISO-8601), to fast-forward.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Send at most this many messages.")] = None,
+) -> None:
+    """One pass: queue the sequence steps due at NOW and send everything due."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nurture.sender import CircuitOpen, TransportDown
+
+    instant = parse_now(now)
+    rt = runtime()
+    try:
+        sender = rt.sender()
+        if console.is_terminal:
+            with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console, transient=True) as bar:
+                task = bar.add_task("send", total=None)
+                summary = sender.run_pass(instant, limit=limit, progress=lambda n: bar.advance(task, n))
+        else:
+            summary = sender.run_pass(instant, limit=limit)
+    except TransportDown as exc:
+        raise Fail(f"mail server unreachable, nothing was marked sent (run again later): {exc}") from None
+    except CircuitOpen as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        rt.close()
+    out.print(f"planned {summary.planned}; {summary.line()}")
+
+@app.command()
+def explain(
+    address: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
+    now: Annotated[Optional[str], typer.Option(help="Explain as of this instant (ISO-8601).")] = None,
+) -> None:
+    """Show one subscriber's timeline: what was sent when, what comes next, or why nothing will."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from nurture.journey import Planner
+    from nurture.timeline import build_timeline
+    from nurture.validation import InvalidInput, normalise_email
+
+    try:
+        email = normalise_email(address)
+    except InvalidInput as exc:
+        raise Fail(exc.message) from None
+    instant = parse_now(now)
+    s = settings()
+    rt = runtime(s)
+    try:
+        with rt.sessions() as session:
+            timeline = build_timeline(session, email, now=instant, planner=Planner.from_settings(s),
+                                      secret=s.secret, from_header=s.mail_from)
+    finally:
+        rt.close()
+    if timeline is None:
+        raise Fail(f"no subscriber with the address {email}")
+    out.print(Text(f"{timeline.email} · {timeline.status} · time zone {timeline.timezone}", style="bold"))
+    table = Table("when (UTC)", "their local time", "what", "detail", show_lines=False)
+    for entry in timeline.entries:
+        table.add_row(f"{entry.at:%Y-%m-%d %H:%M}", f"{timeline.local(entry.at):%a %d %b %H:%M}",
+                      Text(entry.what), Text(entry.detail))
+    out.print(table)
+    if timeline.next_at is not None:
+        out.print(f"next: {timeline.next_step} at {timeline.local(timeline.next_at):%A %d %B %Y %H:%M %Z} "
+                  f"({timeline.next_at:%Y-%m-%d %H:%M} UTC)")
+    else:
+        out.print(f"nothing more will be sent: {timeline.why_nothing}")
+
+@app.command()
+def stats(
+    since: Annotated[Optional[str], typer.Option(help="Only people who signed up since this date (ISO-8601).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The funnel: signups, confirmations, then each step (sent, clicked, unsubscribed, bounced),
+    consultation clicks as the goal, and the broadcasts."""
+    import json
+
+    from rich.table import Table
+
+    from nurture import reports
+    from nurture.journey import Planner
+    from nurture.sequences import TemplateFormatError
+
+    s = settings()
+    start = parse_now(since, "--since") if since else None
+    rt = runtime(s)
+    try:
+        sequence = Planner.from_settings(s).sequence()
+        if sequence is None:
+            raise Fail(f"no sequence {s.sequence!r} in {s.templates_dir}")
+        with rt.sessions() as session:
+            funnel = reports.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url)
+    except TemplateFormatError as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        rt.close()
+    if as_json:
+        sys.stdout.write(json.dumps(funnel.to_dict(), indent=2) + "\n")
+        return
+
+    def pct(rate: float | None) -> str:
+        return "–" if rate is None else f"{rate:.1%}"
+
+    scope = f"people who signed up since {start:%Y-%m-%d}" if start else "everyone"
+    out.print(f"[bold]{s.clinic_name}[/] · sequence {funnel.sequence} · {scope}")
+    out.print(f"signups {funnel.signups} · confirmed {funnel.confirmed} ({pct(funnel.confirm_rate)}) · "
+              f"consultation clicks {funnel.goal} ({pct(funnel.goal_rate)} of confirmed)")
+    table = Table("#", "step", "sent", "clicked", "rate", "consultation", "unsubscribed", "bounced")
+    for step in funnel.steps:
+        table.add_row(str(step.position + 1), step.key, str(step.sent), str(step.clickers), pct(step.click_rate),
+                      str(step.goal_clickers), str(step.unsubscribed), str(step.bounced))
+    out.print(table)
+    if funnel.broadcasts:
+        table = Table("broadcast", "template", "audience", "status", "sent", "clicked", "rate", "unsubscribed",
+                      "bounced")
+        for b in funnel.broadcasts:
+            table.add_row(str(b.id), b.template, b.audience, b.status, str(b.sent), str(b.clickers),
+                          pct(b.click_rate), str(b.unsubscribed), str(b.bounced))
+        out.print(table)
