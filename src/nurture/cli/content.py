@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Annotated, Optional
 
@@ -65,8 +66,7 @@ def templates_preview(
                 recipient = normalise_email(to)
             except InvalidInput as exc:
                 raise Fail(f"--to: {exc.message}") from None
-            rendered = rendered.__class__(subject=f"[TEST] {rendered.subject}", html=rendered.html,
-                                          text=rendered.text, preheader=rendered.preheader)
+            rendered = replace(rendered, subject=f"[TEST] {rendered.subject}")
         data = build_message(
             rendered, from_header=s.mail_from, to=recipient,
             message_id=f"<preview.{step.key}.{int(now.timestamp())}@{sender_domain(s.mail_from)}>", date=now,
