@@ -15,7 +15,8 @@ from sqlalchemy import func, select, update
 
 from factories import REQUEST, confirmed
 from nurture import subscribers
-from nurture.bounces import ingest, outbox_ref, read_maildir_or_mbox
+from nurture.bounce_sources import read_maildir_or_mbox
+from nurture.bounces import ingest, outbox_ref
 from nurture.db import transaction
 from nurture.models import Event, OutboxMessage, OutboxState, Status, Subscriber
 

@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nurture.bounces import (
-    Finding,
-    classify,
-    is_our_message_id,
-    outbox_ref,
-    parse_imap_url,
-    read_maildir_or_mbox,
-)
+from nurture.bounce_classify import Finding, classify
+from nurture.bounce_sources import parse_imap_url, read_maildir_or_mbox
+from nurture.bounces import is_our_message_id, outbox_ref
 from nurture.messages import message_id
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
