@@ -49,7 +49,8 @@ values) the renderer:
 3. finds every marker in the inlined tree, notes its context (HTML text or
    attribute, URL attribute) and splits the serialized HTML into literal
    segments and slots; the text part (made from the HTML, see
-   :mod:`nurture.plaintext`), the subject and the preheader likewise.
+   :mod:`nurture.plaintext`), the subject and the preheader likewise
+   (markers, splitting and escaping: :mod:`nurture.recipient_slots`).
 
 Per recipient, :meth:`Renderer.render` escapes each value once for its
 context and joins the segments. The output parses to the same tree as Jinja +
@@ -61,26 +62,23 @@ by the studio and a long-running scheduler.
 from __future__ import annotations
 
 import hashlib
-from html import unescape as html_unescape
 import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
-from lxml import etree
-from markupsafe import escape
 
 from nurture.plaintext import html_to_text
+from nurture.recipient_slots import RecipientSlots, Segments, SlotError, fillers
 from nurture.sequences import (
     NOT_SEQUENCES,
     LocatedError,
@@ -208,21 +206,6 @@ def _prepare(recipient: Mapping[str, Any]) -> dict[str, str]:
     return values
 
 
-class _Marker(str):
-    """A recipient value's stand-in while a template version is built; refuses to be tested."""
-
-    def _refuse(self, *_: Any) -> bool:
-        raise TypeError(
-            "a recipient value (first_name, unsubscribe_url, preferences_url, confirm_url) may only be output "
-            "as {{ name }}: not used in {% if %}, comparisons or tests"
-        )
-
-    __bool__ = _refuse
-    __eq__ = _refuse  # type: ignore[assignment]
-    __ne__ = _refuse  # type: ignore[assignment]
-    __hash__ = str.__hash__
-
-
 # --------------------------------------------------------------------------- templates
 
 class _FrontMatterLoader(FileSystemLoader):
@@ -251,27 +234,11 @@ def _template_line(exc: BaseException, templates_dir: Path) -> tuple[Path, int] 
 
 
 @dataclass(frozen=True)
-class _Segments:
-    """A rendered string cut at the recipient values: parts[i] for i in slots is filled per recipient."""
-
-    parts: tuple[str, ...]
-    slots: tuple[tuple[int, Any], ...]  # (index into parts, slot spec)
-
-    def fill(self, value_for: Callable[[Any], str]) -> str:
-        if not self.slots:
-            return self.parts[0]
-        out = list(self.parts)
-        for index, spec in self.slots:
-            out[index] = value_for(spec)
-        return "".join(out)
-
-
-@dataclass(frozen=True)
 class _Compiled:
-    subject: _Segments
-    preheader: _Segments
-    html: _Segments
-    text: _Segments
+    subject: Segments
+    preheader: Segments
+    html: Segments
+    text: Segments
     keys: frozenset[str]  # recipient values this template uses
 
 
@@ -334,8 +301,7 @@ class Renderer:
             auto_reload=True,
         )
         self._line_env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
-        self._token = secrets.token_hex(6)
-        self._marker_re = re.compile(rf"nrtr{self._token}([a-z])(\d+)x")
+        self._slots = RecipientSlots(RECIPIENT_KEYS)
         self._cache: dict[str, _Entry] = {}
         self._versions: dict[str, _Compiled] = {}  # fingerprint -> compiled, so touching a file costs no rebuild
         self._lock = threading.Lock()
@@ -353,20 +319,7 @@ class Renderer:
         missing = compiled.keys - values.keys()
         if missing:
             raise RenderError(self.templates_dir / template, 0, f"the recipient has no {', '.join(sorted(missing))}")
-        escaped: dict[Any, str] = {}
-
-        def html_value(spec: Any) -> str:
-            out = escaped.get(spec)
-            if out is None:
-                out = escaped[spec] = _escape_for(spec, values[spec[0]])
-            return out
-
-        def text_value(spec: Any) -> str:
-            if spec[1] == "rule":  # a heading underline as long as the heading with its values in
-                _, _, char, static, keys = spec
-                return char * (static + sum(len(values[k]) for k in keys))
-            return values[spec[0]]
-
+        text_value, html_value = fillers(values)
         return Rendered(
             subject=compiled.subject.fill(text_value),
             html=compiled.html.fill(html_value),
@@ -512,120 +465,24 @@ class Renderer:
                 message = f"template syntax error: {message}"
             raise RenderError(where[0], where[1], message) from exc
 
-    def _marker(self, kind: str, number: int) -> str:
-        return f"nrtr{self._token}{kind}{number}x"
-
     def _build(self, template: str, year: int) -> _Compiled:
         step, total = self._describe(template)
-        markers = {key: _Marker(self._marker("v", i)) for i, key in enumerate(RECIPIENT_KEYS)}
-        context = self._context(step, total, markers)
+        context = self._context(step, total, self._slots.markers())
         html = self._render_html(template, context)
-        for name, value in (("subject", context["step"]["subject"]), ("preheader", context["step"]["preheader"]), ("body", html)):
-            self._check_markers_intact(template, name, value)
-        inlined = inline_css(html)
-        html_segments, keys = self._split_html(template, inlined)
+        try:
+            for name, value in (("subject", context["step"]["subject"]), ("preheader", context["step"]["preheader"]), ("body", html)):
+                self._slots.check_intact(name, value)
+            html_segments, keys = self._slots.split_html(inline_css(html))
+        except SlotError as exc:  # the slots know the mistake, not the file: say where it is
+            raise RenderError(self.templates_dir / template, 0, str(exc)) from exc
         text = html_to_text(html)
         return _Compiled(
-            subject=self._split_line(context["step"]["subject"]),
-            preheader=self._split_line(context["step"]["preheader"]),
+            subject=self._slots.split_line(context["step"]["subject"]),
+            preheader=self._slots.split_line(context["step"]["preheader"]),
             html=html_segments,
-            text=self._split_text(text),
+            text=self._slots.split_text(text),
             keys=frozenset(keys),
         )
-
-    def _check_markers_intact(self, template: str, where: str, rendered: str) -> None:
-        # A filter (|upper, |truncate...) on a recipient value changes its marker: refuse.
-        prefix = f"nrtr{self._token}"
-        for match in re.finditer(re.escape(prefix[:8]), rendered, re.IGNORECASE):
-            if not self._marker_re.match(rendered, match.start()):
-                raise RenderError(
-                    self.templates_dir / template,
-                    0,
-                    f"a recipient value is changed by a filter in the {where}; output it as {{{{ name }}}} only",
-                )
-
-    def _key_of(self, number: str) -> str:
-        return RECIPIENT_KEYS[int(number)]
-
-    def _split_line(self, text: str) -> _Segments:
-        return self._split(text, lambda kind, number: (self._key_of(number), "text"))
-
-    def _split(self, text: str, spec_for: Callable[[str, str], Any]) -> _Segments:
-        parts: list[str] = []
-        slots: list[tuple[int, Any]] = []
-        position = 0
-        for match in self._marker_re.finditer(text):
-            parts.append(text[position : match.start()])
-            slots.append((len(parts), spec_for(match.group(1), match.group(2))))
-            parts.append("")
-            position = match.end()
-        parts.append(text[position:])
-        return _Segments(tuple(parts), tuple(slots))
-
-    def _split_text(self, text: str) -> _Segments:
-        # A heading underline must be as long as the heading once the values are in.
-        rules: list[tuple[str, str, str, int, tuple[str, ...]]] = []
-        lines = text.split("\n")
-        for i in range(1, len(lines)):
-            line, above = lines[i], lines[i - 1]
-            if line and line[0] in "=-" and line == line[0] * len(above) and self._marker_re.search(above):
-                keys = tuple(self._key_of(m.group(2)) for m in self._marker_re.finditer(above))
-                rules.append(("", "rule", line[0], len(self._marker_re.sub("", above)), keys))
-                lines[i] = self._marker("r", len(rules) - 1)
-        return self._split(
-            "\n".join(lines),
-            lambda kind, number: rules[int(number)] if kind == "r" else (self._key_of(number), "text"),
-        )
-
-    def _split_html(self, template: str, html: str) -> tuple[_Segments, set[str]]:
-        """Give each marker in the inlined HTML a slot that knows how to escape its value."""
-        parser = etree.HTMLParser()
-        tree = etree.fromstring(html, parser).getroottree()
-        specs: list[tuple[str, str, str, str]] = []
-        keys: set[str] = set()
-        path = self.templates_dir / template
-
-        def retag(text: str, spec_of: Callable[[str], tuple[str, str, str, str]]) -> str:
-            def one(match: re.Match[str]) -> str:
-                key = self._key_of(match.group(2))
-                keys.add(key)
-                specs.append(spec_of(key))
-                return self._marker("s", len(specs) - 1)
-
-            return self._marker_re.sub(one, text)
-
-        for el in tree.getroot().iter():
-            if not isinstance(el.tag, str):  # comment or processing instruction
-                if el.text and self._marker_re.search(el.text):
-                    raise RenderError(path, 0, "a recipient value inside an HTML comment")
-                if el.tail:
-                    el.tail = retag(el.tail, lambda key: (key, "html", "", ""))
-                continue
-            tag = el.tag.lower()
-            for name, value in el.attrib.items():
-                if self._marker_re.search(name):
-                    raise RenderError(path, 0, "a recipient value used as an attribute name")
-                if not self._marker_re.search(value):
-                    continue
-                lower = name.lower()
-                if lower in ("style", "class", "id") or lower.startswith("on"):
-                    raise RenderError(path, 0, f"a recipient value inside the {name!r} attribute of <{tag}>")
-                kind = "uri" if _is_uri_attribute(tag, lower) else "html"
-                el.set(name, retag(value, lambda key, kind=kind, tag=tag, name=name: (key, kind, tag, name)))
-            if el.text and self._marker_re.search(el.text):
-                if tag in ("style", "script"):
-                    raise RenderError(path, 0, f"a recipient value inside <{tag}>")
-                el.text = retag(el.text, lambda key: (key, "html", "", ""))
-            if el.tail:
-                el.tail = retag(el.tail, lambda key: (key, "html", "", ""))
-        if self._marker_re.search(tree.getroot().tag):  # pragma: no cover - lxml drops such tags
-            raise RenderError(path, 0, "a recipient value used as a tag name")
-        doctype = html.lstrip().startswith(tree.docinfo.doctype) if tree.docinfo.doctype else False
-        out = etree.tostring(tree if doctype else tree.getroot(), method="html", encoding="utf-8").decode("utf-8")
-        leftover = [m for m in self._marker_re.finditer(out) if m.group(1) != "s"]
-        if leftover:  # pragma: no cover - every marker position is handled above
-            raise RenderError(path, 0, "a recipient value in a place the renderer cannot handle")
-        return self._split(out, lambda kind, number: specs[int(number)]), keys
 
 
 def _clinic_value(clinic: Any, name: str, default: Any) -> Any:
@@ -643,32 +500,3 @@ def _front_line(path: Path, field: str) -> int:
         return parse_front_matter(path.read_text(encoding="utf-8"), path).lines.get(field, 1)
     except (OSError, TemplateFormatError):
         return 1
-
-
-# --------------------------------------------------------------------------- escaping
-
-_URI_ATTRIBUTES: dict[tuple[str, str], bool] = {}
-_ATTRIBUTE_VALUE = re.compile(r"=([\"'])(.*)\1>", re.S)
-_PLAIN_URL = re.compile(r"[!#-~]*")  # printable ASCII, no space: libxml2 writes it as is (bar HTML escapes)
-
-
-def _is_uri_attribute(tag: str, name: str) -> bool:
-    """Does libxml2 %-escape this attribute when it serializes HTML (href, src, action, a@name...)?"""
-    known = _URI_ATTRIBUTES.get((tag, name))
-    if known is None:
-        el = etree.Element(tag, {name: "a b\u00e9"})
-        known = _URI_ATTRIBUTES[(tag, name)] = "%20" in etree.tostring(el, method="html").decode("ascii")
-    return known
-
-
-def _escape_for(spec: tuple[str, str, str, str], value: str) -> str:
-    _key, kind, tag, name = spec
-    if kind == "html" or _PLAIN_URL.fullmatch(value):
-        return str(escape(value))
-    # A URL with spaces, quotes or non-ASCII: libxml2 %-escapes some of it when it writes the slow
-    # path's HTML. Let it write this value, read back what it wrote, and escape that for our quotes.
-    out = etree.tostring(etree.Element(tag, {name: value}), method="html", encoding="unicode")
-    written = _ATTRIBUTE_VALUE.search(out)
-    if written is None:  # pragma: no cover - lxml always quotes a non-empty value
-        return str(escape(value))
-    return str(escape(html_unescape(written.group(2))))
