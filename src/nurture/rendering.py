@@ -150,7 +150,8 @@ def sample_recipient(base_url: str) -> dict[str, str]:
     return {
         "first_name": "Alex",
         "unsubscribe_url": f"{base}/unsubscribe/sample-token",
-        "preferences_url": f"{base}/preferences/sample-token",
+        # As Links.preferences builds it: the unsubscribe page is also the preferences page.
+        "preferences_url": f"{base}/unsubscribe/sample-token#choices",
         "confirm_url": f"{base}/confirm/sample-token",
     }
 
