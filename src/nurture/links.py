@@ -19,10 +19,7 @@ class Links:
     def unsubscribe(self, subscriber_id: int) -> str:
         return f"{self.base_url}/unsubscribe/{self.tokens.unsubscribe(subscriber_id)}"
 
-    def preferences(self, subscriber_id: int) -> str:
-        return self.preferences_from(self.unsubscribe(subscriber_id))
-
     @staticmethod
-    def preferences_from(unsubscribe_url: str) -> str:
+    def preferences(unsubscribe_url: str) -> str:
         # The unsubscribe page is also the preferences page: a GET never changes anything.
         return f"{unsubscribe_url}#choices"

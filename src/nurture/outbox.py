@@ -93,6 +93,13 @@ def wanted(key: str, status: Status, wants_series: bool, wants_newsletter: bool)
     return True
 
 
+# What rendering a message needs: the row, then its subscriber (the order of Claim's fields).
+_CLAIM_COLUMNS = (
+    OutboxMessage.id, OutboxMessage.key, OutboxMessage.template, OutboxMessage.attempts, OutboxMessage.unknowns,
+    OutboxMessage.track_opens, Subscriber.id, Subscriber.email, Subscriber.first_name, Subscriber.timezone,
+)
+
+
 def claim_batch(
     session: Session,
     *,
@@ -121,12 +128,7 @@ def claim_batch(
         if len(rows) >= limit:
             break
         query = (
-            select(
-                OutboxMessage.id, OutboxMessage.key, OutboxMessage.template, OutboxMessage.attempts,
-                OutboxMessage.unknowns, OutboxMessage.track_opens, Subscriber.id, Subscriber.email,
-                Subscriber.first_name, Subscriber.timezone, Subscriber.status, Subscriber.wants_series,
-                Subscriber.wants_newsletter,
-            )
+            select(*_CLAIM_COLUMNS, Subscriber.status, Subscriber.wants_series, Subscriber.wants_newsletter)
             .join(Subscriber, Subscriber.id == OutboxMessage.subscriber_id)
             .where(condition)
             .order_by(OutboxMessage.due_at)
@@ -144,12 +146,7 @@ def claim_batch(
             unwanted.append(oid)
             continue
         claims.append(Claim(oid, key, template, attempts + 1, unknowns, track, sid, email, first, zone))
-    if unwanted:
-        session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(unwanted))
-            .values(state=OutboxState.suppressed, worker=None, lease_until=None)
-        )
+    suppress_unwanted(session, unwanted)
     if claims:
         session.execute(
             update(OutboxMessage)
@@ -167,9 +164,7 @@ def claim_batch(
 def claim_of(session: Session, outbox_id: int) -> Claim | None:
     """A read-only Claim for an existing row (to render a sent message again, e.g. for a click)."""
     row = session.execute(
-        select(OutboxMessage.id, OutboxMessage.key, OutboxMessage.template, OutboxMessage.attempts,
-               OutboxMessage.unknowns, OutboxMessage.track_opens, Subscriber.id, Subscriber.email,
-               Subscriber.first_name, Subscriber.timezone)
+        select(*_CLAIM_COLUMNS)
         .join(Subscriber, Subscriber.id == OutboxMessage.subscriber_id)
         .where(OutboxMessage.id == outbox_id)
     ).one_or_none()
@@ -226,7 +221,8 @@ _EVENT_KINDS = {OutboxState.sent: "sent", OutboxState.failed: "failed"}
 
 
 def suppress_unwanted(session: Session, ids: Iterable[int]) -> None:
-    """Claimed messages whose subscriber withdrew after the claim: never sent."""
+    """Messages whose subscriber no longer wants them (found at claim time or just before
+    sending): never sent."""
     ids = list(ids)
     if ids:
         session.execute(

@@ -93,7 +93,7 @@ class MailSettings:
     batch_size: int = 200
     chunk_size: int = 20
     threads: int = 1
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = outbox.DEFAULT_LEASE
     max_bounce_rate: float = 0.05
     max_complaint_rate: float = 0.003
     breaker_min_sample: int = 100  # rates over fewer messages say nothing
@@ -271,7 +271,7 @@ class Sender:
             recipient = {
                 "first_name": claim.first_name or "",
                 "unsubscribe_url": unsubscribe_url,
-                "preferences_url": self.links.preferences_from(unsubscribe_url),
+                "preferences_url": self.links.preferences(unsubscribe_url),
             }
         return self.renderer.render(claim.template, recipient), recipient
 

@@ -102,19 +102,24 @@ def subscribe(
     return SignupOutcome(subscriber.id, True)
 
 
+def _new_subscriber(signup: Signup, *, status: Status, now: datetime, default_timezone: str,
+                    confirm_round: int) -> dict:
+    """The column values of a new subscriber (for the form's signup and for imports alike)."""
+    return dict(email=signup.email, email_hash=email_hash(signup.email), first_name=signup.first_name,
+                timezone=signup.timezone or default_timezone, status=status, wants_series=True,
+                wants_newsletter=True, sequence="nurture", tags=[], created_at=now, updated_at=now,
+                status_changed_at=now, confirmed_at=now if status is Status.confirmed else None,
+                confirm_round=confirm_round)
+
+
 def _first_signup(
     session: Session, signup: Signup, *, now: datetime, request: RequestInfo, default_timezone: str
 ) -> SignupOutcome:
     """A new address: three plain INSERTs (the hot path of the signup endpoint, so no ORM unit of
     work); no rate check is needed, since nothing was ever sent to it."""
-    subscriber_id = session.scalar(
-        insert(Subscriber)
-        .values(email=signup.email, email_hash=email_hash(signup.email), first_name=signup.first_name,
-                timezone=signup.timezone or default_timezone, status=Status.pending, wants_series=True,
-                wants_newsletter=True, sequence="nurture", tags=[], created_at=now, updated_at=now,
-                status_changed_at=now, confirm_round=1)
-        .returning(Subscriber.id)
-    )
+    values = _new_subscriber(signup, status=Status.pending, now=now, default_timezone=default_timezone,
+                             confirm_round=1)
+    subscriber_id = session.scalar(insert(Subscriber).values(**values).returning(Subscriber.id))
     _record_consent(session, subscriber_id, "signup", now, request, signup.consent_version)
     outbox.enqueue(session, subscriber_id=subscriber_id, key="sys:confirm:1", template=CONFIRM_TEMPLATE,
                    due_at=now, now=now)
@@ -129,19 +134,8 @@ def add_confirmed(
     consent ledger with the current wording and ``source`` saying how consent was obtained, so
     the ledger can answer for it. The caller checks first that none of the addresses exist."""
     created = [
-        Subscriber(
-            email=person.email,
-            email_hash=email_hash(person.email),
-            first_name=person.first_name,
-            timezone=person.timezone or default_timezone,
-            status=Status.confirmed,
-            created_at=now,
-            updated_at=now,
-            confirmed_at=now,
-            status_changed_at=now,
-            confirm_round=0,
-            tags=[],
-        )
+        Subscriber(**_new_subscriber(person, status=Status.confirmed, now=now, default_timezone=default_timezone,
+                                     confirm_round=0))
         for person in people
     ]
     session.add_all(created)
@@ -272,9 +266,7 @@ def _record_consent(
     )
 
 
-def mark_status(
-    session: Session, subscriber_id: int, status: Status, now: datetime, *, detail: str | None = None
-) -> None:
+def mark_status(session: Session, subscriber_id: int, status: Status, now: datetime) -> None:
     """Set a delivery-driven status (bounced, complained) and cancel what is queued. A complaint
     is also a withdrawal of consent, so it goes into the consent ledger."""
     if status is Status.complained:
