@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -27,20 +28,14 @@ class SchemaOutOfDate(Exception):
     """The database is not at the schema this version of nurture needs."""
 
 
-def check_current(database_url: str) -> None:
+def check_current(engine: Engine) -> None:
     """Raise SchemaOutOfDate, saying what to run, unless the database is at the head revision."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from nurture.db import make_engine
-
-    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-    finally:
-        engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False))).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
     if current != head:
         where = "has no tables yet" if current is None else f"is at schema {current}"
         raise SchemaOutOfDate(f"the database {where}; this version needs {head}: run `nurture db upgrade`")

@@ -74,7 +74,15 @@ class Runtime:
             max_complaint_rate=s.max_complaint_rate,
         )
 
+    @cached_property
+    def pacer(self) -> Pacer:
+        # One per process: `nurture run` has two senders (web confirmations and the scheduler),
+        # and the rate limit is for the process, not for each of them.
+        return Pacer(self.settings.rate_per_second, self.settings.rate_per_hour)
+
     def sender(self) -> Sender:
+        """A new Sender (its own worker id, so one sender's release never touches another's
+        claims), sharing this runtime's engine, transport and pacer."""
         from nurture.journey import Planner
 
         return Sender(
@@ -85,7 +93,7 @@ class Runtime:
             settings=self.mail_settings(),
             planner=Planner.from_settings(self.settings),
             tracker=Tracker(self.settings.base_url, self.tokens) if self.settings.track_clicks else None,
-            pacer=Pacer(self.settings.rate_per_second, self.settings.rate_per_hour),
+            pacer=self.pacer,
         )
 
     def close(self) -> None:

@@ -46,3 +46,15 @@ def test_pacer_hourly_cap_blocks_until_the_window_moves():
     for _ in range(4):
         pacer.wait()
     assert clock.now >= 3600
+
+
+def test_senders_of_one_runtime_share_one_pacer(tmp_path):
+    from nurture.config import load_settings
+    from nurture.runtime import Runtime
+
+    settings = load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_RATE_PER_SECOND": "5",
+                              "NURTURE_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"})
+    runtime = Runtime(settings)
+    web, scheduler = runtime.sender(), runtime.sender()
+    assert web.pacer is scheduler.pacer and web.pacer.interval == 0.2
+    assert web.worker != scheduler.worker  # each releases only its own claims

@@ -32,18 +32,19 @@ def settings() -> Settings:
 def runtime(settings_: Settings | None = None, *, database: bool = True, **kwargs):
     """The real parts, for commands that send or plan email (they need the templates and, when
     ``database``, a database at the current schema)."""
-    from nurture.runtime import Runtime
-
     from nurture.migrate import SchemaOutOfDate, check_current
+    from nurture.runtime import Runtime
 
     settings_ = settings_ or settings()
     settings_.require_templates()
-    try:
-        if database:
-            check_current(settings_.database_url)
-    except SchemaOutOfDate as exc:
-        raise Fail(str(exc)) from None
-    return Runtime(settings_, **kwargs)
+    rt = Runtime(settings_, **kwargs)
+    if database:
+        try:
+            check_current(rt.engine)
+        except SchemaOutOfDate as exc:
+            rt.close()
+            raise Fail(str(exc)) from None
+    return rt
 
 def parse_now(value: str | None, option: str = "--now") -> datetime:
     """An ISO-8601 option as an aware UTC instant (a naive value is taken as UTC); None is now."""
