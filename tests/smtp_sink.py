@@ -16,6 +16,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    mail_options: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -51,18 +52,22 @@ class ScriptedHandler:
             reply = pending.pop(0) if pending else None
         if reply == "drop":
             with self.lock:
-                self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+                self.messages.append(_received(envelope))
             server.transport.close()
             return "250 OK"
         if reply:
             return reply
         with self.lock:
-            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            self.messages.append(_received(envelope))
         return "250 2.0.0 OK queued"
 
     def to(self, address: str) -> list[Received]:
         with self.lock:
             return [m for m in self.messages if address in m.rcpt_tos]
+
+
+def _received(envelope) -> Received:
+    return Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, list(envelope.mail_options))
 
 
 def free_port() -> int:
@@ -72,10 +77,11 @@ def free_port() -> int:
 
 
 class SmtpServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, smtputf8: bool = False) -> None:
         self.handler = ScriptedHandler()
         self.port = port or free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        # Off by default, as on many relays: a UTF-8 local part then has no way through.
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8)
 
     @property
     def url(self) -> str:

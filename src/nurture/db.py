@@ -12,11 +12,15 @@ mode, never wait for a writer. Transactions stay short.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 10_000
@@ -69,3 +73,40 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
                 yield session
     finally:
         _writing.depth -= 1
+
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(Exception):
+    """The database stayed unreachable for longer than the caller could wait."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A dropped or refused connection, a restart, a lock timeout: worth trying again on a fresh
+    connection. A constraint or data error is not: trying again would fail the same way."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def retrying(work: Callable[[], T], *, what: str, patience: float,
+             sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run ``work`` (which opens its own session, so each try gets a fresh connection), again
+    with growing pauses while the database is unreachable, for up to ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    pause = 0.05
+    while True:
+        try:
+            return work()
+        except Exception as exc:  # noqa: BLE001 - sorted by is_transient below
+            if not is_transient(exc):
+                raise
+            left = deadline - time.monotonic()
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+            if left <= 0:
+                raise DatabaseUnavailable(f"{what}: {reason}") from None
+            log.warning("database error while %s, trying again: %s", what, reason)
+            sleep(min(pause, left))
+            pause = min(pause * 2, 2.0)

@@ -17,6 +17,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from pathlib import Path
 
+from nurture.addresses import wire_address
 from nurture.rendering import Rendered
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -60,6 +61,8 @@ def _header_value(name: str, value: str) -> str:
     if name in ("From", "Reply-To"):
         display, address = parseaddr(value)
         return _address_header(display, address)
+    if name == "To":
+        return value  # _recipient made it, already in its wire form
     if value.isascii() and len(value) < 900:
         return value
     return _encoded_words(value)
@@ -76,14 +79,13 @@ def _encoded_words(value: str) -> str:
 
 
 def _recipient(address: str) -> str:
-    """The To header for one address; an internationalised domain goes as IDNA (A-labels)."""
+    """The To header for one address: the domain as IDNA A-labels; a non-ASCII local part as
+    UTF-8 (RFC 6532), never as an RFC 2047 encoded-word, which is not valid in an address. Such
+    a message can only travel under SMTPUTF8, which the transport checks."""
     # "=?" would read as an RFC 2047 encoded-word to some parsers, which decode it into anything.
     if _CONTROL.search(address) or any(c in address for c in ",<>\"") or "=?" in address:
         raise HeaderInjection("To: not a single plain address")
-    local, _, domain = address.rpartition("@")
-    if not domain.isascii():
-        domain = domain.encode("idna").decode("ascii")
-    return f"{local}@{domain}"
+    return wire_address(address).text
 
 
 def _qp(text: str) -> bytes:

@@ -3,9 +3,13 @@
 A row per (subscriber, key), unique, so enqueueing twice is harmless. A worker claims a batch in
 one short transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE``
 serialises claimers), marks it ``sending`` with a lease, and records each outcome afterwards in
-another short transaction. Nothing holds a transaction open across SMTP. A worker that dies
-leaves rows whose lease expires; the next claim picks them up and sends the same message again
-(same Message-ID), which is the only way a duplicate can happen.
+another short transaction. Nothing holds a transaction open across SMTP.
+
+A lease is owned and runs by the real clock (``real_now``), never by the instant a pass plans
+for (``now``, which ``send-due --now`` moves): a worker renews its leases while it works and
+records outcomes only for rows it still owns, so a long pass is never taken over while it sends.
+A worker that dies leaves rows whose lease expires; the next claim picks them up and sends the
+same message again (same Message-ID), which is the only way a duplicate can happen.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Outcome:
     reply: str | None = None
     next_attempt_at: datetime | None = None
     bounced: bool = False  # the reply says the address does not exist
+    content_error: bool = False  # the template could not be rendered: the operator must hear of it
 
 
 def enqueue(
@@ -105,18 +110,18 @@ def claim_batch(
     *,
     worker: str,
     now: datetime,
+    real_now: datetime,
     limit: int,
     lease: timedelta = DEFAULT_LEASE,
     resend_unknown: bool = True,
     key_prefix: str | None = None,
 ) -> tuple[list[Claim], int]:
-    """Claim up to ``limit`` due messages for ``worker``; suppress those no longer wanted.
-
-    Returns the claims and how many rows were suppressed instead."""
+    """Claim up to ``limit`` messages due at ``now`` for ``worker``, leased until ``real_now +
+    lease``; suppress those no longer wanted. Returns the claims and how many were suppressed."""
     # One small query per kind of due row, each walking the (state, due_at) index in order: a single
     # query with OR would sort every due row to take the first few (slow with 100,000 queued).
     kinds = [
-        and_(OutboxMessage.state == OutboxState.sending, OutboxMessage.lease_until < now),
+        and_(OutboxMessage.state == OutboxState.sending, OutboxMessage.lease_until < real_now),
         and_(OutboxMessage.state == OutboxState.retry, OutboxMessage.due_at <= now),
     ]
     if resend_unknown:
@@ -154,7 +159,7 @@ def claim_batch(
             .values(
                 state=OutboxState.sending,
                 worker=worker,
-                lease_until=now + lease,
+                lease_until=real_now + lease,
                 attempts=OutboxMessage.attempts + 1,
             )
         )
@@ -185,11 +190,43 @@ def still_wanted(session: Session, claims: Iterable[Claim]) -> set[int]:
     return {c.id for c in claims if c.subscriber_id in by_id and wanted(c.key, *by_id[c.subscriber_id])}
 
 
-def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, now: datetime) -> None:
+def renew(session: Session, *, worker: str, until: datetime) -> set[int]:
+    """Extend every lease ``worker`` still holds to ``until``; return the ids it still holds.
+    A row missing from the answer was taken over after its lease ran out: not ours to send."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.worker == worker, OutboxMessage.state == OutboxState.sending)
+        .values(lease_until=until)
+        .returning(OutboxMessage.id)
+    )
+    return set(result.scalars())
+
+
+def owned(session: Session, *, worker: str, ids: Iterable[int]) -> set[int]:
+    """Which of ``ids`` ``worker`` still holds (locked until the transaction ends on PostgreSQL)."""
+    ids = list(ids)
+    if not ids:
+        return set()
+    return set(session.scalars(
+        select(OutboxMessage.id)
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.worker == worker, OutboxMessage.state == OutboxState.sending)
+        .with_for_update()
+    ))
+
+
+def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, now: datetime,
+                    worker: str | None = None) -> list[Outcome]:
     """Write what the transport said for a group of messages: one UPDATE executed for many rows
-    and one INSERT of events, so the round trips per group do not grow with its size."""
+    and one INSERT of events, so the round trips per group do not grow with its size.
+
+    With ``worker``, only rows that worker still holds are written (a row taken over by another
+    worker is theirs now; and a retried write after a lost commit changes nothing twice).
+    Returns the outcomes written."""
+    if worker is not None and outcomes:
+        mine = owned(session, worker=worker, ids=[o.claim.id for o in outcomes])
+        outcomes = [o for o in outcomes if o.claim.id in mine]
     if not outcomes:
-        return
+        return []
     rows = []
     for outcome in outcomes:
         claim = outcome.claim
@@ -215,6 +252,7 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, now: datet
     ]
     if events:
         session.execute(insert(Event.__table__), events)
+    return list(outcomes)
 
 
 _EVENT_KINDS = {OutboxState.sent: "sent", OutboxState.failed: "failed"}
@@ -232,11 +270,19 @@ def suppress_unwanted(session: Session, ids: Iterable[int]) -> None:
         )
 
 
-def release(session: Session, *, worker: str) -> int:
-    """Give back this worker's claims that were never handed to the transport (graceful stop)."""
+def release(session: Session, *, worker: str, ids: Iterable[int] | None = None) -> int:
+    """Give back claims of this worker that were never handed to the transport (a graceful stop):
+    those in ``ids``, or all of them. A row handed over but whose outcome could not be written is
+    not in ``ids``: it stays leased, so it is not resent at once."""
+    conditions = [OutboxMessage.worker == worker, OutboxMessage.state == OutboxState.sending]
+    if ids is not None:
+        ids = list(ids)
+        if not ids:
+            return 0
+        conditions.append(OutboxMessage.id.in_(ids))
     result = session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.worker == worker, OutboxMessage.state == OutboxState.sending)
+        .where(*conditions)
         .values(state=OutboxState.queued, worker=None, lease_until=None, attempts=OutboxMessage.attempts - 1)
     )
     return result.rowcount or 0
@@ -258,12 +304,17 @@ def cancel_pending(session: Session, subscriber_id: int, prefixes: tuple[str, ..
 
 
 def recent_rates(session: Session, *, since: datetime) -> tuple[int, int]:
-    """(complaints, emails sent) since ``since``, from the events table."""
-    counts = dict(session.execute(
-        select(Event.kind, func.count()).where(Event.kind.in_(("complained", "sent")), Event.created_at >= since)
-        .group_by(Event.kind)
-    ).all())
-    return counts.get("complained", 0), counts.get("sent", 0)
+    """(distinct complainers, emails sent) since ``since``, from the events table.
+
+    People, not reports: a provider may relay one person's complaint several times, and one
+    angry reader must not weigh like four. Only verified complaints are "complained" events
+    (an untrusted report is recorded as "unverified"), so a forgery counts for nothing."""
+    complainers = session.scalar(
+        select(func.count(func.distinct(Event.subscriber_id)))
+        .where(Event.kind == "complained", Event.created_at >= since)
+    )
+    sent = session.scalar(select(func.count()).select_from(Event).where(Event.kind == "sent", Event.created_at >= since))
+    return complainers or 0, sent or 0
 
 
 def record_event(
@@ -280,4 +331,12 @@ def record_event(
 
 
 def _clip(text: str | None, limit: int = 500) -> str | None:
-    return None if text is None else text[:limit]
+    """At most ``limit`` characters that any database stores: a server reply or an exception
+    message can carry a NUL (PostgreSQL refuses it in text) or a lone surrogate (not UTF-8), and
+    one such reply must not stop the outcomes of a whole chunk from being written."""
+    if text is None:
+        return None
+    text = text[:limit]
+    if text.isprintable() and text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")

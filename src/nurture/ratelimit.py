@@ -55,6 +55,13 @@ class Pacer:
         self._next = clock()
         self._lock = threading.Lock()
 
+    @property
+    def per_second(self) -> float:
+        """The sustained rate allowed (0: no limit)."""
+        hourly = self.hourly.limit / 3600.0 if self.hourly else 0.0
+        rates = [r for r in (1.0 / self.interval if self.interval else 0.0, hourly) if r]
+        return min(rates) if rates else 0.0
+
     def wait(self) -> None:
         """Block until one more message may go."""
         if not self.interval and not self.hourly:

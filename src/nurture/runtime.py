@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 
 from sqlalchemy import Engine
@@ -66,6 +67,7 @@ class Runtime:
             list_id=f"{s.clinic_name} <{s.sequence}.{sender_domain(s.mail_from)}>",
             secret=s.secret,
             max_attempts=s.max_attempts,
+            lease=timedelta(seconds=s.lease_seconds),
             resend_unknown=s.resend_unknown,
             dev_recipient=s.dev_recipient,
             dkim=dkim,

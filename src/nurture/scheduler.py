@@ -9,7 +9,7 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from nurture.sender import CircuitOpen, Sender, TransportDown, utcnow
+from nurture.sender import PassStopped, Sender, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +19,10 @@ def send_job(sender: Sender, stop: threading.Event) -> None:
     try:
         summary = sender.run_pass(utcnow(), stop=stop)
         log.info("scheduled pass: planned %d, %s", summary.planned, summary.line())
-    except TransportDown as exc:
-        log.error("mail server unreachable; messages stay queued for the next run: %s", exc)
-    except CircuitOpen as exc:
-        log.error("%s", exc)
+        for template, reason in summary.broken.items():
+            log.error("template %s cannot be rendered; its messages wait until it is fixed: %s", template, reason)
+    except PassStopped as exc:
+        log.error("pass stopped, the next run tries again: %s", exc)
     except Exception:  # noqa: BLE001 - a scheduler must survive one bad pass
         log.exception("scheduled pass failed; the next run will try again")
 

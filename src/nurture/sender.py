@@ -5,6 +5,15 @@ batch are sent in small chunks, each re-checked against the subscriber's current
 before it goes (one query per chunk) and recorded just after (one transaction per chunk), so an
 unsubscribe that commits mid-batch stops mail within one chunk, and a crash can only repeat the
 messages of the chunk that was in flight.
+
+Three rules keep one message or one fault from stopping or duplicating the others:
+- whatever one message raises (render, build, sign, encode, send) is that message's outcome,
+  recorded with its reason; only an unreachable server or database ends the pass;
+- a lease is owned (:mod:`nurture.leases`): renewed by the real clock while the pass works, and a
+  message goes only while its row is still ours;
+- the outcomes of messages handed to the server are kept until written: a dropped database
+  connection is retried on a fresh one, and if the database stays away the rows are left to
+  their lease (never released), so the worst case is a resend with the same Message-ID.
 """
 
 from __future__ import annotations
@@ -20,13 +29,15 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import TypeVar
 from datetime import datetime, timedelta, timezone
 from email.utils import parseaddr
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture import outbox, subscribers
-from nurture.db import transaction
+from nurture.db import DatabaseUnavailable, retrying, transaction
+from nurture.leases import Leases
 from nurture.links import Links
 from nurture.messages import Dkim, build_message, message_id, sender_domain
 from nurture.models import OutboxState, Status
@@ -34,7 +45,7 @@ from nurture.outbox import Claim, Outcome
 from nurture.ratelimit import Pacer
 from nurture.rendering import Rendered, Renderer
 from nurture.tracking import Tracker
-from nurture.transports import NoReply, Reply, Transport, Unreachable
+from nurture.transports import NoReply, Reply, Transport, Undeliverable, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +55,25 @@ UNKNOWN_RESEND_AFTER = timedelta(minutes=10)
 _BOUNCE_STATUS = re.compile(r"\b5\.(1\.\d{1,3}|2\.1)\b")
 
 
-class TransportDown(Exception):
+class PassStopped(Exception):
+    """A pass ended early for a reason that concerns every message, said in one line."""
+
+
+class TransportDown(PassStopped):
     """The mail server could not be reached; nothing was marked sent, claims were released."""
 
+    def __str__(self) -> str:
+        return f"mail server unreachable, nothing was marked sent (run again later): {self.args[0]}"
 
-class CircuitOpen(Exception):
+
+class CircuitOpen(PassStopped):
     """Too many bounces in this run, or too many complaints lately: sending paused to protect the
     domain's reputation. Claims were released; nothing is lost."""
+
+
+class DatabaseDown(PassStopped):
+    """The database stayed unreachable during the pass. Claims not yet handed over are left to
+    their lease; the message says what, if anything, may be sent twice."""
 
 
 @dataclass
@@ -62,8 +85,12 @@ class PassSummary:
     suppressed: int = 0
     unknown: int = 0
     planned: int = 0
+    # Templates that could not be rendered, with the reason: a content error, loud, not silent.
+    broken: dict[str, str] = field(default_factory=dict)
 
     def add(self, outcome: Outcome) -> None:
+        if outcome.content_error:
+            self.broken.setdefault(outcome.claim.template, outcome.reply or "")
         if outcome.state is OutboxState.sent:
             self.sent += 1
         elif outcome.state is OutboxState.retry:
@@ -93,7 +120,10 @@ class MailSettings:
     batch_size: int = 200
     chunk_size: int = 20
     threads: int = 1
+    # Keep it well above the longest single send (about 4 x the SMTP timeout): a message is only
+    # handed over with at least half a lease left.
     lease: timedelta = outbox.DEFAULT_LEASE
+    db_patience: timedelta = timedelta(seconds=60)  # how long a pass waits out a database outage
     max_bounce_rate: float = 0.05
     max_complaint_rate: float = 0.003
     breaker_min_sample: int = 100  # rates over fewer messages say nothing
@@ -108,6 +138,7 @@ class MailSettings:
 
 
 Planner = Callable[[Session, datetime], int]
+T = TypeVar("T")
 
 
 @dataclass
@@ -121,6 +152,7 @@ class Sender:
     tracker: Tracker | None = None
     pacer: Pacer = field(default_factory=Pacer)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    clock: Callable[[], datetime] = field(default=lambda: utcnow())  # the real clock, for leases
 
     def run_pass(
         self,
@@ -131,17 +163,18 @@ class Sender:
         progress: Callable[[int], None] | None = None,
         stop: threading.Event | None = None,
     ) -> PassSummary:
-        """Send everything due at ``now`` (at most ``limit`` messages). Raises TransportDown.
+        """Send everything due at ``now`` (at most ``limit`` messages). Raises TransportDown,
+        CircuitOpen or DatabaseDown, each with a one-line reason.
 
         Claiming runs ahead of sending: the connections always have about two chunks waiting,
         so none of them idles while the next batch is claimed."""
         summary = PassSummary()
         if self.planner is not None and key_prefix is None:
-            with transaction(self.sessions) as session:
-                summary.planned = self.planner(session, now)
+            summary.planned = self._db("planning what is due", lambda: self._plan(now))
         if key_prefix is None or not key_prefix.startswith("sys:"):
             self._check_complaints(now)
         threads = max(1, self.settings.threads)
+        leases = Leases(self.settings.lease, self.clock, self._renew)
         abort = threading.Event()
         lock = threading.Lock()
 
@@ -151,7 +184,7 @@ class Sender:
         def run(chunk: list[Claim]) -> None:
             if halted():
                 return  # left claimed; released below
-            outcomes, suppressed = self._send_chunk(chunk, now)
+            outcomes, suppressed = self._send_chunk(chunk, now, leases, halted)
             with lock:
                 summary.suppressed += suppressed
                 for outcome in outcomes:
@@ -165,9 +198,8 @@ class Sender:
             try:
                 while True:
                     while (remaining is None or remaining > 0) and len(pending) < 2 * threads and not halted():
-                        size = self.settings.batch_size if remaining is None else min(remaining,
-                                                                                        self.settings.batch_size)
-                        claims, suppressed = self._claim(now, size, key_prefix)
+                        size = self._batch_size() if remaining is None else min(remaining, self._batch_size())
+                        claims, suppressed = self._claim(now, size, key_prefix, leases)
                         with lock:
                             summary.suppressed += suppressed
                         if claims is None:
@@ -186,9 +218,51 @@ class Sender:
             finally:
                 abort.set()
                 wait(pending)
-                with transaction(self.sessions) as session:
-                    outbox.release(session, worker=self.worker)
+                self._release(leases)
         return summary
+
+    def _db(self, what: str, work: Callable[[], T], patience: float | None = None) -> T:
+        """Database work that survives a dropped connection (tried again on a fresh one)."""
+        wait_for = self.settings.db_patience.total_seconds() if patience is None else patience
+        try:
+            return retrying(work, what=what, patience=wait_for)
+        except DatabaseUnavailable as exc:
+            raise DatabaseDown(f"database unreachable while {exc}") from None
+
+    def _plan(self, now: datetime) -> int:
+        assert self.planner is not None
+        with transaction(self.sessions) as session:
+            return self.planner(session, now)
+
+    def _renew(self, until: datetime) -> set[int]:
+        def renew() -> set[int]:
+            with transaction(self.sessions) as session:
+                return outbox.renew(session, worker=self.worker, until=until)
+        return self._db("renewing this worker's leases", renew)
+
+    def _release(self, leases: Leases) -> None:
+        """Give back what was claimed but never handed over. What was handed over and not
+        recorded stays leased: releasing it would resend it at once."""
+        unsent = leases.unhanded()
+        if not unsent:
+            return
+
+        def release() -> None:
+            with transaction(self.sessions) as session:
+                outbox.release(session, worker=self.worker, ids=unsent)
+        try:
+            self._db("releasing unsent claims", release)
+        except DatabaseDown as exc:
+            log.warning("%d unsent claims stay leased until their lease runs out (%s)", len(unsent), exc)
+
+    def _batch_size(self) -> int:
+        """No more than can be sent in a quarter of a lease at the configured rate, so a rate
+        limit never leaves claimed rows waiting while another worker idles."""
+        per_second = self.pacer.per_second
+        if not per_second:
+            return self.settings.batch_size
+        affordable = int(per_second * self.settings.lease.total_seconds() / 4)
+        return max(1, min(self.settings.batch_size, affordable))
 
     def _check_bounces(self, summary: PassSummary) -> None:
         attempted = summary.sent + summary.failed + summary.retried + summary.unknown
@@ -201,8 +275,10 @@ class Sender:
 
     def _check_complaints(self, now: datetime) -> None:
         """Complaints arrive later, by feedback loop: judge the last week, before sending anything."""
-        with self.sessions() as session:
-            complaints, sent = outbox.recent_rates(session, since=now - timedelta(days=7))
+        def rates() -> tuple[int, int]:
+            with self.sessions() as session:
+                return outbox.recent_rates(session, since=now - timedelta(days=7))
+        complaints, sent = self._db("reading the complaint rate", rates)
         if sent >= self.settings.breaker_min_sample and complaints / sent > self.settings.max_complaint_rate:
             raise CircuitOpen(
                 f"paused: {complaints} spam complaints for {sent} emails sent in the last 7 days "
@@ -210,56 +286,116 @@ class Sender:
                 "review the content and the audience before sending more"
             )
 
-    def _claim(self, now: datetime, size: int, key_prefix: str | None) -> tuple[list[Claim] | None, int]:
+    def _claim(self, now: datetime, size: int, key_prefix: str | None,
+               leases: Leases) -> tuple[list[Claim] | None, int]:
         """The next batch (None when nothing is due any more) and how many rows were suppressed."""
-        with transaction(self.sessions) as session:
-            claims, suppressed = outbox.claim_batch(
-                session, worker=self.worker, now=now, limit=size, lease=self.settings.lease,
-                resend_unknown=self.settings.resend_unknown, key_prefix=key_prefix,
-            )
+        def claim() -> tuple[list[Claim], int, datetime]:
+            real_now = leases.now()
+            with transaction(self.sessions) as session:
+                claims, suppressed = outbox.claim_batch(
+                    session, worker=self.worker, now=now, real_now=real_now, limit=size,
+                    lease=self.settings.lease, resend_unknown=self.settings.resend_unknown, key_prefix=key_prefix,
+                )
+            return claims, suppressed, real_now + self.settings.lease
+        claims, suppressed, until = self._db("claiming messages", claim)
+        leases.claimed((c.id for c in claims), until)
         return (None if not claims and not suppressed else claims), suppressed
 
-    def _send_chunk(self, chunk: list[Claim], now: datetime) -> tuple[list[Outcome], int]:
-        with transaction(self.sessions) as session:
-            wanted = outbox.still_wanted(session, chunk)
-            unwanted = [c.id for c in chunk if c.id not in wanted]
-            outbox.suppress_unwanted(session, unwanted)
+    def _send_chunk(self, chunk: list[Claim], now: datetime, leases: Leases,
+                    halted: Callable[[], bool]) -> tuple[list[Outcome], int]:
+        def check() -> tuple[set[int], list[int]]:
+            with transaction(self.sessions) as session:
+                wanted = outbox.still_wanted(session, chunk)
+                unwanted = [c.id for c in chunk if c.id not in wanted]
+                outbox.suppress_unwanted(session, unwanted)
+            return wanted, unwanted
+        wanted, unwanted = self._db("checking who still wants their mail", check)
+        leases.done(unwanted)
         outcomes: list[Outcome] = []
         try:
             for claim in chunk:
-                if claim.id in wanted:
-                    self.pacer.wait()
+                if claim.id not in wanted:
+                    continue
+                if halted():
+                    break  # a stop was asked for: the rest is released, not sent
+                self.pacer.wait()
+                if not leases.still_ours(claim.id):
+                    continue
+                try:
                     outcomes.append(self._deliver(claim, now))
+                except Unreachable:
+                    leases.not_handed(claim.id)  # nothing went out: give it back with the rest
+                    raise
         except Unreachable as exc:
             raise TransportDown(str(exc)) from None
         finally:
             # Record what did happen even when the server went away halfway through the chunk.
             if outcomes:
-                with transaction(self.sessions) as session:
-                    outbox.record_outcomes(session, outcomes, now=now)
-                    for outcome in outcomes:
-                        if outcome.bounced:
-                            claim = outcome.claim
-                            subscribers.mark_status(session, claim.subscriber_id, Status.bounced, now)
-                            outbox.record_event(session, "bounced", now, subscriber_id=claim.subscriber_id,
-                                                outbox_id=claim.id, detail=outcome.reply)
+                outcomes = self._record(outcomes, now, leases)
         return outcomes, len(unwanted)
 
+    def _record(self, outcomes: list[Outcome], now: datetime, leases: Leases) -> list[Outcome]:
+        """Write the outcomes of messages the server has (or may have), keeping them until the
+        database takes them: as long as the rows stay leased to us, nobody resends them."""
+        def write() -> list[Outcome]:
+            with transaction(self.sessions) as session:
+                written = outbox.record_outcomes(session, outcomes, now=now, worker=self.worker)
+                for outcome in written:
+                    if outcome.bounced:
+                        claim = outcome.claim
+                        subscribers.mark_status(session, claim.subscriber_id, Status.bounced, now)
+                        outbox.record_event(session, "bounced", now, subscriber_id=claim.subscriber_id,
+                                            outbox_id=claim.id, detail=outcome.reply)
+            return written
+        try:
+            # Patience up to the lease: after it, another worker may take the rows over anyway.
+            written = self._db(f"recording {len(outcomes)} messages already handed to the mail server", write,
+                               patience=self.settings.lease.total_seconds())
+        except DatabaseDown as exc:
+            ids = sorted(o.claim.id for o in outcomes)
+            raise DatabaseDown(
+                f"{exc}; {len(ids)} messages (outbox ids {ids[0]}..{ids[-1]}) reached the mail server but are "
+                f"not recorded: they stay leased for up to {self.settings.lease} and may then go once more, "
+                "with the same Message-ID"
+            ) from None
+        leases.done(o.claim.id for o in outcomes)
+        if len(written) < len(outcomes):
+            log.warning("%d outcomes not recorded: another worker had taken those rows over",
+                        len(outcomes) - len(written))
+        return written
+
     def _deliver(self, claim: Claim, now: datetime) -> Outcome:
+        """Hand one message over; whatever goes wrong with it is its own outcome. Only an
+        unreachable server (Unreachable) ends the pass."""
         try:
             data = self.build(claim, now)
         except Exception as exc:  # noqa: BLE001 - a broken template must not stop the batch
-            # Kept for a later attempt, not failed: once the template is fixed the message goes.
-            log.error("cannot build outbox row %s (%s): %s", claim.id, claim.template, exc)
-            state = OutboxState.retry if claim.attempts < self.settings.max_attempts else OutboxState.failed
-            return Outcome(claim, state, f"render error: {exc}", now + retry_delay(claim.attempts))
+            # Kept for a later attempt, not failed at once: once the template is fixed the message goes.
+            reason = f"render error: {one_line(exc)}"
+            log.error("cannot build outbox row %s (%s): %s", claim.id, claim.template, reason)
+            return self._failure(claim, reason, now, content_error=True)
         recipient = self.settings.dev_recipient or claim.email
         try:
             reply = self.transport.send(self.settings.envelope_sender, recipient, data)
+        except Unreachable:
+            raise
         except NoReply as exc:
             log.warning("no reply after DATA for outbox row %s: %s", claim.id, exc)
             return Outcome(claim, OutboxState.unknown, str(exc), now + UNKNOWN_RESEND_AFTER)
+        except Undeliverable as exc:
+            log.warning("outbox row %s cannot be delivered: %s", claim.id, exc)
+            return Outcome(claim, OutboxState.failed, f"undeliverable: {one_line(exc)}")
+        except Exception as exc:  # noqa: BLE001 - one message's fault is that message's outcome
+            log.warning("sending outbox row %s failed: %s", claim.id, one_line(exc))
+            return self._failure(claim, f"send error: {one_line(exc)}", now)
         return self.classify(claim, reply, now)
+
+    def _failure(self, claim: Claim, reason: str, now: datetime, *, content_error: bool = False) -> Outcome:
+        """Retried with the usual backoff until the attempts run out, then failed."""
+        if claim.attempts < self.settings.max_attempts:
+            return Outcome(claim, OutboxState.retry, reason, now + retry_delay(claim.attempts),
+                           content_error=content_error)
+        return Outcome(claim, OutboxState.failed, reason, content_error=content_error)
 
     def content(self, claim: Claim, now: datetime) -> tuple[Rendered, dict[str, str]]:
         """The rendered email for this outbox row, before tracking, and its per-recipient values."""
@@ -303,6 +439,12 @@ class Sender:
             return Outcome(claim, OutboxState.retry, str(reply), now + retry_delay(claim.attempts))
         bounced = reply.code >= 500 and bool(_BOUNCE_STATUS.search(reply.text))
         return Outcome(claim, OutboxState.failed, str(reply), bounced=bounced)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its type and first line, for logs and the outbox row."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
 def retry_delay(attempts: int, rng: random.Random = random.Random()) -> timedelta:

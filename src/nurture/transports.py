@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from nurture.addresses import UnencodableAddress, wire_address
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -37,10 +39,16 @@ class NoReply(Exception):
     """The message data was (perhaps) transmitted but no reply came: it may or may not have arrived."""
 
 
+class Undeliverable(Exception):
+    """This one message can never go through this server as it is (an address with a UTF-8 local
+    part, and a server without SMTPUTF8): fail it alone, with this reason."""
+
+
 class Transport(Protocol):
     def send(self, sender: str, recipient: str, data: bytes) -> Reply:
         """Hand one message (bytes with CRLF line ends) over. Returns the server's final reply (2xx, 4xx or 5xx);
-        raises Unreachable before any data went out, NoReply after."""
+        raises Unreachable before any data went out, NoReply after, Undeliverable when this one
+        message cannot go; any other exception is this message's problem alone."""
 
     def close(self) -> None: ...
 
@@ -99,41 +107,60 @@ class SmtpPool:
         return conn
 
     def send(self, sender: str, recipient: str, data: bytes) -> Reply:
+        envelope = _Envelope.of(sender, recipient)
         with self._slots:
             try:
                 conn = self._idle.get_nowait()
             except queue.Empty:
                 conn = self._connect()
             try:
-                reply = self._send_on(conn, sender, recipient, data)
-            except _Reconnect:
-                # The server closed an idle connection before we sent anything: one fresh try.
-                _quietly_close(conn)
-                conn = self._connect()
                 try:
-                    reply = self._send_on(conn, sender, recipient, data)
-                except _Reconnect as exc:
+                    reply = self._send_on(conn, envelope, data)
+                except _Reconnect:
+                    # The server closed an idle connection before we sent anything: one fresh try.
                     _quietly_close(conn)
-                    raise Unreachable(str(exc)) from None
-                except NoReply:
-                    _quietly_close(conn)
-                    raise
-            except NoReply:
+                    conn = self._connect()
+                    try:
+                        reply = self._send_on(conn, envelope, data)
+                    except _Reconnect as exc:
+                        raise Unreachable(str(exc)) from None
+            except Undeliverable:
+                self._idle.put(conn)  # nothing was started on it: still good for the next message
+                raise
+            except BaseException:
+                # NoReply, or anything unforeseen: the connection is in an unknown state.
                 _quietly_close(conn)
                 raise
             self._idle.put(conn)
             return reply
 
     @staticmethod
-    def _send_on(conn: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> Reply:
+    def _send_on(conn: smtplib.SMTP, envelope: _Envelope, data: bytes) -> Reply:
+        mail_options = ""
+        if envelope.needs_smtputf8:
+            if not conn.has_extn("smtputf8"):
+                raise Undeliverable(
+                    f"the mail server does not offer SMTPUTF8, which the address {envelope.recipient} "
+                    "needs (its local part is not ASCII; RFC 6531)"
+                )
+            mail_options = " SMTPUTF8" + (" BODY=8BITMIME" if conn.has_extn("8bitmime") else "")
+        # smtplib encodes commands as ASCII unless told otherwise; only this transaction is UTF-8.
+        conn.command_encoding = "utf-8" if envelope.needs_smtputf8 else "ascii"
+        try:
+            return SmtpPool._transaction(conn, envelope, mail_options, data)
+        finally:
+            conn.command_encoding = "ascii"
+
+    @staticmethod
+    def _transaction(conn: smtplib.SMTP, envelope: _Envelope, mail_options: str, data: bytes) -> Reply:
         try:
             # Plain commands rather than smtplib's mail()/rcpt(), which re-parse both addresses
             # with the email package on every message.
-            code, text = conn.docmd(f"MAIL FROM:<{sender}>")
+            code, text = conn.docmd(f"MAIL FROM:<{envelope.sender}>{mail_options}")
             if code != 250:
                 conn.rset()
                 return Reply(code, _text(text))
-            code, text = conn.docmd(f"RCPT TO:<{recipient}>")
+            code, text = conn.docmd(f"RCPT TO:<{envelope.recipient}>")
             if code not in (250, 251):
                 conn.rset()
                 return Reply(code, _text(text))
@@ -165,6 +192,21 @@ class SmtpPool:
 
 class _Reconnect(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    sender: str
+    recipient: str
+    needs_smtputf8: bool
+
+    @classmethod
+    def of(cls, sender: str, recipient: str) -> _Envelope:
+        try:
+            wire = wire_address(sender), wire_address(recipient)
+        except UnencodableAddress as exc:
+            raise Undeliverable(str(exc)) from None
+        return cls(wire[0].text, wire[1].text, wire[0].needs_smtputf8 or wire[1].needs_smtputf8)
 
 
 def _dot_stuffed(data: bytes) -> bytes:

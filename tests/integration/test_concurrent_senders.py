@@ -28,9 +28,10 @@ from nurture.models import OutboxMessage, OutboxState
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago
 
 
-def send_due(tmp_path, database_url, smtp_url, now, *extra):
+def send_due(tmp_path, database_url, smtp_url, now, *extra, **settings):
     env = {**os.environ, "NURTURE_DATABASE_URL": database_url, "NURTURE_SMTP_URL": smtp_url,
-           "NURTURE_SECRET_KEY": SECRET, "NURTURE_TEMPLATES_DIR": str(TEMPLATES), "NURTURE_SMTP_POOL_SIZE": "2"}
+           "NURTURE_SECRET_KEY": SECRET, "NURTURE_TEMPLATES_DIR": str(TEMPLATES), "NURTURE_SMTP_POOL_SIZE": "2",
+           **{f"NURTURE_{k.upper()}": str(v) for k, v in settings.items()}}
     return subprocess.Popen([sys.executable, "-m", "nurture", "send-due", "--now", now.isoformat(), *extra],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -74,8 +75,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_only_in_flight_mess
     rng = random.Random(8058)
     kills = 0
     now = T0
+    lease = 2.0  # seconds of the real clock: --now moves what is due, never how long a lease lasts
     for _ in range(6):
-        process = send_due(tmp_path, database_url, smtp_server.url, now)
+        process = send_due(tmp_path, database_url, smtp_server.url, now, lease_seconds=lease)
         # Kill after a random number of deliveries, so every kill lands mid-run at a different point.
         target = len(smtp_server.handler.messages) + rng.randint(5, 70)
         deadline = time.monotonic() + 60
@@ -85,9 +87,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_only_in_flight_mess
             process.send_signal(signal.SIGKILL)
             kills += 1
         process.wait(timeout=30)
-        now += timedelta(minutes=6)  # past the 5-minute lease: rows of the killed run are reclaimed
+        time.sleep(lease + 0.2)  # the killed run's leases run out: its rows may be reclaimed
+        now += timedelta(minutes=6)
     assert kills >= 5
-    final = send_due(tmp_path, database_url, smtp_server.url, now + timedelta(minutes=10))
+    final = send_due(tmp_path, database_url, smtp_server.url, now + timedelta(minutes=10), lease_seconds=lease)
     out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err
     by = copies_by_recipient(smtp_server.handler)

@@ -69,6 +69,13 @@ def safe_url(url: str) -> str:
         return urlunsplit(parts._replace(netloc=netloc))
     return url
 
+def broken_templates(broken: dict[str, str]) -> str:
+    """The banner for templates a pass could not render: their messages wait, retried with
+    backoff, until the template is fixed (`nurture templates validate` shows where)."""
+    lines = "; ".join(f"{name}: {reason}" for name, reason in sorted(broken.items()))
+    return (f"{len(broken)} template(s) could not be rendered, their messages wait until fixed "
+            f"(run `nurture templates validate`): {lines}")
+
 def main() -> None:
     """Entry point: known errors become one line and an exit code, never a traceback."""
     try:
@@ -79,3 +86,9 @@ def main() -> None:
     except Fail as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(exc.code)
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line; the traceback goes to the log
+        logging.getLogger("nurture").debug("unexpected error", exc_info=True)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        console.print(f"[red]error:[/] unexpected {type(exc).__name__}: {first} "
+                      "(NURTURE_LOG_LEVEL=DEBUG shows the traceback)", highlight=False)
+        sys.exit(1)

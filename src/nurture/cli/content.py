@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nurture.cli.common import Fail, app, console, out, parse_now, runtime, settings
+from nurture.cli.common import broken_templates, Fail, app, console, out, parse_now, runtime, settings
 
 templates_app = typer.Typer(no_args_is_help=True, help="Check and preview the email templates marketing edits.")
 app.add_typer(templates_app, name="templates")
@@ -170,7 +170,7 @@ def broadcast_send(
     from nurture import broadcasts
     from nurture.db import transaction
     from nurture.journey import Planner
-    from nurture.sender import CircuitOpen, TransportDown
+    from nurture.sender import PassStopped
 
     instant = parse_now(now)
     s = settings()
@@ -182,14 +182,14 @@ def broadcast_send(
                                            window=planner.window) if include_new else 0
             due = broadcasts.send_now(session, broadcast_id, now=instant, window=planner.window)
         summary = rt.sender().run_pass(instant, key_prefix=f"bcast:{broadcast_id}")
-    except (broadcasts.BroadcastError, CircuitOpen) as exc:
+    except (broadcasts.BroadcastError, PassStopped) as exc:
         raise Fail(str(exc)) from None
-    except TransportDown as exc:
-        raise Fail(f"mail server unreachable, nothing was marked sent (run again later): {exc}") from None
     finally:
         rt.close()
     later = f"; {due - summary.sent} wait for a day without a sequence email" if due > summary.sent else ""
     out.print(f"broadcast {broadcast_id}: {summary.line()}" + (f"; {added} new people added" if added else "") + later)
+    if summary.broken:
+        raise Fail(broken_templates(summary.broken))
 
 @broadcast_app.command("cancel")
 def broadcast_cancel(broadcast_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from nurture.cli.common import Fail, app, console, out, parse_now, runtime, safe_url, settings, setup_logging
+from nurture.cli.common import (Fail, app, broken_templates, console, out, parse_now, runtime, safe_url, settings,
+                                setup_logging)
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
@@ -81,7 +82,7 @@ def send_due(
     """One pass: queue the sequence steps due at NOW and send everything due."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from nurture.sender import CircuitOpen, TransportDown
+    from nurture.sender import PassStopped
 
     instant = parse_now(now)
     rt = runtime()
@@ -94,13 +95,13 @@ def send_due(
                 summary = sender.run_pass(instant, limit=limit, progress=lambda n: bar.advance(task, n))
         else:
             summary = sender.run_pass(instant, limit=limit)
-    except TransportDown as exc:
-        raise Fail(f"mail server unreachable, nothing was marked sent (run again later): {exc}") from None
-    except CircuitOpen as exc:
+    except PassStopped as exc:
         raise Fail(str(exc)) from None
     finally:
         rt.close()
     out.print(f"planned {summary.planned}; {summary.line()}")
+    if summary.broken:
+        raise Fail(broken_templates(summary.broken))
 
 @app.command()
 def explain(

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from nurture.sender import CircuitOpen, Sender, TransportDown, utcnow
+from nurture.sender import PassStopped, Sender, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class Dispatcher:
                 summary = self.sender.run_pass(self.clock(), key_prefix=None if full else "sys:", stop=self._stop)
                 if summary.sent or summary.failed or summary.retried:
                     log.info("immediate mail: %s", summary.line())
-            except (TransportDown, CircuitOpen) as exc:
-                log.error("mail server unreachable, will retry at the next wake-up: %s", exc)
+            except PassStopped as exc:
+                log.error("immediate sending stopped, will retry at the next wake-up: %s", exc)
             except Exception:  # noqa: BLE001 - the web must keep serving; the scheduler retries
                 log.exception("immediate sending failed; the scheduler will pick the mail up")
             if not self._wake.is_set():

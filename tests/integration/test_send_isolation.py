@@ -1,0 +1,156 @@
+"""One message never stops another: international addresses and poison messages among good ones,
+through a real aiosmtpd server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import email
+from datetime import datetime, timezone
+from email import policy
+
+import pytest
+from sqlalchemy import select
+
+from conftest import make_settings
+from factories import confirmed
+from nurture import outbox
+from nurture.db import transaction
+from nurture.journey import Planner
+from nurture.models import OutboxMessage, OutboxState
+from nurture.runtime import Runtime
+from nurture.timeline import build_timeline
+
+T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago
+IDN = "dora@bücher.example.com"
+UTF8_LOCAL = "zoë@example.com"
+
+
+def runtime_for(tmp_path, database_url, server, **overrides):
+    return Runtime(make_settings(tmp_path, database_url, smtp_url=server.url, smtp_pool_size="2", **overrides))
+
+
+def parsed(received):
+    return email.message_from_bytes(received.data, policy=policy.default)
+
+
+
+
+def timeline_of(rt, address):
+    s = rt.settings
+    with rt.sessions() as session:
+        return build_timeline(session, address, now=T0, planner=Planner.from_settings(s), secret=s.secret,
+                              from_header=s.mail_from)
+
+
+@pytest.fixture
+def plain_server():
+    """A server without SMTPUTF8, as many relays are."""
+    from smtp_sink import SmtpServer
+
+    with SmtpServer(smtputf8=False) as server:
+        yield server
+
+
+@pytest.fixture
+def utf8_server():
+    from smtp_sink import SmtpServer
+
+    with SmtpServer(smtputf8=True) as server:
+        yield server
+
+
+def test_poison_messages_fail_alone_and_the_hundred_good_ones_go_in_the_same_pass(tmp_path, database_url,
+                                                                                   plain_server):
+    rt = runtime_for(tmp_path, database_url, plain_server)
+    good = [f"good{i}@example.com" for i in range(100)]
+    for address in good:
+        confirmed(rt.sessions, address, T0)
+    zoe = confirmed(rt.sessions, UTF8_LOCAL, T0)
+    confirmed(rt.sessions, IDN, T0)
+    # A newsletter whose template was removed after it was queued: rendering it raises.
+    ghost = confirmed(rt.sessions, "ghost@example.com", T0)
+    with transaction(rt.sessions) as session:
+        outbox.enqueue(session, subscriber_id=ghost, key="bcast:404", template="newsletter/removed.html.j2",
+                       due_at=T0, now=T0)
+
+    summary = rt.sender().run_pass(T0)  # must not raise
+
+    delivered = {m.rcpt_tos[0] for m in plain_server.handler.messages}
+    assert set(good) <= delivered
+    assert "dora@xn--bcher-kva.example.com" in delivered  # the domain as IDNA A-labels
+    assert UTF8_LOCAL not in delivered
+    # The good ones and dora (ghost's welcome waits: one marketing email a day, and the newsletter
+    # holds today's place).
+    assert summary.sent == 100 + 1
+    assert summary.failed == 1 and summary.retried == 1
+    assert "newsletter/removed.html.j2" in summary.broken  # a content error is reported, not hidden
+
+    with rt.sessions() as session:
+        zoe_row = session.scalar(select(OutboxMessage).where(OutboxMessage.subscriber_id == zoe,
+                                                              OutboxMessage.key.startswith("seq:")))
+        ghost_row = session.scalar(select(OutboxMessage).where(OutboxMessage.key == "bcast:404"))
+    assert zoe_row.state is OutboxState.failed and "SMTPUTF8" in zoe_row.last_error
+    assert ghost_row.state is OutboxState.retry and "render error" in ghost_row.last_error
+    assert ghost_row.due_at > T0  # retried with the usual backoff, once the template is back
+
+    # The reason is shown to the operator where they look for one person.
+    zoe_story = timeline_of(rt, UTF8_LOCAL)
+    assert any("SMTPUTF8" in entry.detail and "failed" in entry.what for entry in zoe_story.entries)
+    ghost_story = timeline_of(rt, "ghost@example.com")
+    assert any("render error" in entry.detail for entry in ghost_story.entries)
+    rt.close()
+
+
+def test_an_idn_domain_goes_as_a_labels_in_envelope_and_header(tmp_path, database_url, plain_server):
+    rt = runtime_for(tmp_path, database_url, plain_server)
+    confirmed(rt.sessions, IDN, T0)
+    assert rt.sender().run_pass(T0).sent == 1
+    [received] = plain_server.handler.messages
+    assert received.rcpt_tos == ["dora@xn--bcher-kva.example.com"]
+    assert "SMTPUTF8" not in received.mail_options  # an ASCII envelope needs no extension
+    message = parsed(received)
+    assert message["To"] == "dora@xn--bcher-kva.example.com"
+    assert b"=?" not in received.data.split(b"\r\nTo: ", 1)[1].split(b"\r\n", 1)[0]
+    rt.close()
+
+
+def test_a_utf8_local_part_goes_under_smtputf8_with_a_utf8_to_header(tmp_path, database_url, utf8_server):
+    rt = runtime_for(tmp_path, database_url, utf8_server)
+    confirmed(rt.sessions, UTF8_LOCAL, T0)
+    confirmed(rt.sessions, "plain@example.com", T0)
+    assert rt.sender().run_pass(T0).sent == 2
+    [zoe] = utf8_server.handler.to(UTF8_LOCAL)
+    assert "SMTPUTF8" in zoe.mail_options
+    to_line = zoe.data.split(b"\r\nTo: ", 1)[1].split(b"\r\n", 1)[0]
+    assert to_line == UTF8_LOCAL.encode("utf-8")  # RFC 6532: UTF-8, not an encoded-word
+    assert parsed(zoe)["To"] == UTF8_LOCAL
+    # The next message on the same pooled connection is plain ASCII again.
+    [plain] = utf8_server.handler.to("plain@example.com")
+    assert "SMTPUTF8" not in plain.mail_options
+    rt.close()
+
+
+def test_the_maildir_transport_stores_international_addresses(tmp_path, database_url):
+    rt = Runtime(make_settings(tmp_path, database_url))
+    confirmed(rt.sessions, UTF8_LOCAL, T0)
+    confirmed(rt.sessions, IDN, T0)
+    assert rt.sender().run_pass(T0).sent == 2
+    stored = [email.message_from_bytes(p.read_bytes(), policy=policy.default)
+              for p in (tmp_path / "outbox" / "new").iterdir()]
+    assert sorted(m["To"] for m in stored) == ["dora@xn--bcher-kva.example.com", UTF8_LOCAL]
+    rt.close()
+
+
+def test_a_transport_error_on_one_message_is_retried_alone(runtime, memory_transport):
+    for name in ("a", "b", "c"):
+        confirmed(runtime.sessions, f"{name}@example.com", T0)
+
+    def explode(recipient):
+        if recipient == "b@example.com":
+            raise UnicodeEncodeError("ascii", recipient, 0, 1, "an unforeseen encoding problem")
+
+    memory_transport.on_send = explode
+    summary = runtime.sender().run_pass(T0)
+    assert (summary.sent, summary.retried, summary.failed) == (2, 1, 0)
+    with runtime.sessions() as session:
+        retry = session.scalar(select(OutboxMessage).where(OutboxMessage.state == OutboxState.retry))
+    assert "UnicodeEncodeError" in retry.last_error and retry.due_at > T0
