@@ -115,7 +115,7 @@ def prebuilt_messages(db: Path, port: int, n: int) -> list[tuple[str, bytes]]:
 
     with transaction(rt.sessions) as session:
         sender.planner(session, T0)
-        claims, _ = outbox.claim_batch(session, worker="bench", now=T0, limit=n)
+        claims, _ = outbox.claim_batch(session, worker="bench", now=T0, real_now=T0, limit=n)
         session.rollback()
     messages = [(c.email, sender.build(c, T0)) for c in claims]
     rt.close()

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     rate_per_hour: int = Field(0, ge=0, description="0 means no limit")
     max_attempts: int = Field(6, ge=1, le=50)
     lease_seconds: float = Field(300.0, ge=1, le=86400, description="how long a claimed message is a worker's own")
+    db_patience_seconds: float = Field(60.0, ge=0, le=3600, description="how long a pass waits out a database outage")
     resend_unknown: bool = True
     mail_from: str = Field("Clearwater Psychiatry <care@clearwater-psychiatry.example>", alias="NURTURE_FROM")
     outbox_dir: Path = Path("outbox")

@@ -68,6 +68,7 @@ class Runtime:
             secret=s.secret,
             max_attempts=s.max_attempts,
             lease=timedelta(seconds=s.lease_seconds),
+            db_patience=timedelta(seconds=s.db_patience_seconds),
             resend_unknown=s.resend_unknown,
             dev_recipient=s.dev_recipient,
             dkim=dkim,

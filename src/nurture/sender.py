@@ -24,6 +24,7 @@ import random
 import re
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 RETRY_BASE = timedelta(minutes=15)
 RETRY_FACTOR = 3  # 15 min, 45 min, 2 h 15, 6 h 45, 20 h: six attempts span about a day
 UNKNOWN_RESEND_AFTER = timedelta(minutes=10)
+RECHECK_AFTER = 1.0  # seconds: how stale the "still wanted?" answer may get before a send
 _BOUNCE_STATUS = re.compile(r"\b5\.(1\.\d{1,3}|2\.1)\b")
 
 
@@ -303,17 +305,20 @@ class Sender:
 
     def _send_chunk(self, chunk: list[Claim], now: datetime, leases: Leases,
                     halted: Callable[[], bool]) -> tuple[list[Outcome], int]:
-        def check() -> tuple[set[int], list[int]]:
-            with transaction(self.sessions) as session:
-                wanted = outbox.still_wanted(session, chunk)
-                unwanted = [c.id for c in chunk if c.id not in wanted]
-                outbox.suppress_unwanted(session, unwanted)
-            return wanted, unwanted
-        wanted, unwanted = self._db("checking who still wants their mail", check)
-        leases.done(unwanted)
+        """Send one chunk. Who still wants their mail is checked before the chunk, and again
+        for the rest of it whenever the last check is older than RECHECK_AFTER (a slow server):
+        so a withdrawal stops mail within about a second, not within a chunk's duration."""
+        suppressed = 0
         outcomes: list[Outcome] = []
+        wanted: set[int] = set()
+        checked_at = float("-inf")
         try:
-            for claim in chunk:
+            for index, claim in enumerate(chunk):
+                if time.monotonic() - checked_at > RECHECK_AFTER:
+                    wanted, unwanted = self._still_wanted(chunk[index:])
+                    leases.done(unwanted)
+                    suppressed += len(unwanted)
+                    checked_at = time.monotonic()
                 if claim.id not in wanted:
                     continue
                 if halted():
@@ -332,7 +337,17 @@ class Sender:
             # Record what did happen even when the server went away halfway through the chunk.
             if outcomes:
                 outcomes = self._record(outcomes, now, leases)
-        return outcomes, len(unwanted)
+        return outcomes, suppressed
+
+    def _still_wanted(self, claims: list[Claim]) -> tuple[set[int], list[int]]:
+        """Ids whose subscriber still wants them; the others are suppressed, never sent."""
+        def check() -> tuple[set[int], list[int]]:
+            with transaction(self.sessions) as session:
+                wanted = outbox.still_wanted(session, claims)
+                unwanted = [c.id for c in claims if c.id not in wanted]
+                outbox.suppress_unwanted(session, unwanted)
+            return wanted, unwanted
+        return self._db("checking who still wants their mail", check)
 
     def _record(self, outcomes: list[Outcome], now: datetime, leases: Leases) -> list[Outcome]:
         """Write the outcomes of messages the server has (or may have), keeping them until the

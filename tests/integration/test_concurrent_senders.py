@@ -100,3 +100,26 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_only_in_flight_mess
     # In flight at a kill means: the chunk a connection was sending (chunk size 20, two connections).
     assert sum(len(ids) - 1 for ids in duplicates.values()) <= kills * 2 * 20
     assert states(database_url) == {OutboxState.sent: count}
+
+
+def test_passes_longer_than_their_lease_beside_a_fast_forwarded_pass_send_each_message_once(
+    tmp_path, database_url, smtp_server
+):
+    """A rate limit makes each pass last several lease lengths; a second worker starts with a
+    --now hours ahead, the same local day (as `send-due --now` beside the scheduler does, and as
+    a scheduled pass does when the one before it outlives its lease). Leases run by the real
+    clock and are renewed while a worker sends, so neither takes over what the other still sends."""
+    count = 120
+    bulk_confirmed(session_factory(make_engine(database_url)), count, T0 - timedelta(minutes=1))
+    slow = dict(lease_seconds=1.0, rate_per_second=20)  # 120 messages at 20/s: 3 s or more, 3+ leases
+    first = send_due(tmp_path, database_url, smtp_server.url, T0, **slow)
+    deadline = time.monotonic() + 60
+    while len(smtp_server.handler.messages) < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = send_due(tmp_path, database_url, smtp_server.url, T0 + timedelta(hours=6), **slow)
+    outputs = [p.communicate(timeout=300) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outputs
+    by = copies_by_recipient(smtp_server.handler)
+    assert len(by) == count
+    assert {r: ids for r, ids in by.items() if len(ids) > 1} == {}
+    assert states(database_url) == {OutboxState.sent: count}
