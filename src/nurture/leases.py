@@ -62,7 +62,7 @@ class Leases:
         if row_id in self._lost or row_id not in self._in_hand:
             return False
         now = self._clock()
-        if self._until is not None and self._until - now >= self.length / 2:
+        if self._until is not None and self._until - now > self.length / 2:
             return True
         self._renew_all(now)
         return row_id in self._in_hand

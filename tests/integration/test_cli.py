@@ -163,3 +163,23 @@ def test_bounces_ingest_command(workdir):
     assert "bounced" in story
     one_line_error(nurture(workdir, "bounces", "ingest", "no-such-folder", check=False), 1)
     one_line_error(nurture(workdir, "bounces", "ingest", check=False), 1)
+
+
+def test_send_due_with_a_broken_template_keeps_its_mail_and_says_so_loudly(workdir):
+    broken = workdir / "emails"
+    shutil.copytree(TEMPLATES, broken)
+    step = broken / "nurture" / "10-welcome-history.html.j2"
+    step.write_text(step.read_text(encoding="utf-8").replace("<p>Hi {{ first_name }},</p>",
+                                                             "<p>Hi {{ first_name }}, {{ 1 / 0 }}</p>"),
+                    encoding="utf-8")
+    nurture(workdir, "db", "upgrade")
+    engine = make_engine(f"sqlite:///{workdir / 'subscribers.db'}")
+    confirmed(session_factory(engine), "ann@example.com", T0)
+    done = nurture(workdir, "send-due", "--now", T0.isoformat(), env={"NURTURE_TEMPLATES_DIR": str(broken)},
+                   check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "sent 0, retried 1" in done.stdout  # kept for a later attempt, not lost
+    [banner] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert "1 template(s) could not be rendered" in banner and "10-welcome-history.html.j2" in banner
+    story = nurture(workdir, "explain", "ann@example.com", "--now", T0.isoformat()).stdout
+    assert "render error" in story and "ZeroDivisionError" in story

@@ -101,3 +101,28 @@ def test_dkim_signature_covers_both_list_unsubscribe_headers_and_verifies(tmp_pa
     assert dkim.verify(data, dnsfunc=dns)
     tampered = data.replace(UNSUB.encode(), b"https://evil.example/x")
     assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def _to_line(data: bytes) -> bytes:
+    return data.split(b"\r\nTo: ", 1)[1].split(b"\r\n", 1)[0]
+
+
+def test_an_international_domain_is_written_as_a_labels():
+    data = build(to="dora@bücher.example.com")
+    assert _to_line(data) == b"dora@xn--bcher-kva.example.com"
+    assert data.isascii()  # nothing in the message needs SMTPUTF8
+
+
+def test_a_utf8_local_part_is_written_as_utf8_never_as_an_encoded_word():
+    data = build(to="zoë@bücher.example.com")
+    assert _to_line(data) == "zoë@xn--bcher-kva.example.com".encode()  # RFC 6532
+    message = email.message_from_bytes(data, policy=policy.SMTPUTF8)
+    assert b"=?" not in _to_line(data)
+    assert message["Message-ID"] == "<1.abc@clinic.example>"
+
+
+@pytest.mark.parametrize("to", ["zoë@example.com\r\nBcc: x@evil.example", "=?utf-8?q?a?=@example.com",
+                                "a@example.com, b@example.com"])
+def test_an_international_address_cannot_smuggle_a_header(to):
+    with pytest.raises(HeaderInjection):
+        build(to=to)
