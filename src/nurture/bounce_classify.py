@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from email.header import decode_header, make_header
 from email.message import Message
@@ -32,7 +32,9 @@ _HARD_TEXT = re.compile(r"user\s*unknown|unknown\s*user|no\s*such\s*user|mailbox
 _QUOTE_START = re.compile(r"^[ \t]*-{2,}.*(copy of (the|your) message|original message|returned mail)"
                           r"|^[ \t]*(original message (headers|follows)|--- Below this line)", re.I | re.M)
 _CONTINUED = re.compile(r"\n\s*\d{3}[- ](?:\d\.\d{1,3}\.\d{1,3}\s)?")
-_MESSAGE_ID_LINE = re.compile(r"^Message-ID:\s*(<[^<>\s]+>)", re.I | re.M)
+# "Message-ID: <x>" quoted at the start of a line, or "the message-id of <x>" in a report's prose.
+_MESSAGE_ID_TEXT = re.compile(r"(?:^Message-ID:[ \t]*|message-id\s+of\s+)(<[^<>\s]+>)", re.I | re.M)
+_MAX_IDS = 20
 _DAEMON = re.compile(r"^(mailer-?daemon|mail-?daemon|postmaster)@", re.I)
 _BOUNCE_SUBJECT = re.compile(r"undeliver|delivery status notification|failure notice|returned mail"
                              r"|mail delivery (failed|failure|subsystem)|delivery failure", re.I)
@@ -50,7 +52,9 @@ class Finding:
     status: str | None  # enhanced status code, e.g. "5.1.1"
     message_id: str | None  # Message-ID of the message we sent, "<...>"
     diagnostic: str
-
+    # Every Message-ID the report names as the original, best first (message_id is the first):
+    # a returned copy may carry someone else's id while the threading headers carry ours.
+    message_ids: tuple[str, ...] = ()
 
 
 def classify(message: Message) -> list[Finding]:
@@ -58,7 +62,12 @@ def classify(message: Message) -> list[Finding]:
 
     Delivery reports are read from their ``message/delivery-status`` part; other bounces through
     flufl.bounce's detectors and the reply codes in the text. Auto-replies give nothing."""
-    original = _original_message_id(message)
+    originals = _original_message_ids(message)
+    original = originals[0] if originals else None
+    return [replace(f, message_ids=originals) for f in _findings(message, original)]
+
+
+def _findings(message: Message, original: str | None) -> list[Finding]:
     if _is_feedback_report(message):
         return _complaints(message, original)
     findings = _dsn_findings(message, original)
@@ -230,29 +239,44 @@ def _flufl_failures(message: Message) -> tuple[frozenset[bytes], frozenset[bytes
         return frozenset(), frozenset()
 
 
-def _original_message_id(message: Message) -> str | None:
-    """The Message-ID of what we sent: the returned copy, its quoted headers, or the threading."""
-    headers = _original_headers(message)
-    candidates = [headers.get("Message-ID")] if headers is not None else []
+def _original_message_ids(message: Message) -> tuple[str, ...]:
+    """The Message-IDs the report gives for what we sent, best first: the returned copies and
+    quoted headers, ids quoted in the text, then the threading. At most _MAX_IDS, so a report
+    with a thousand References costs no more than one with ten."""
+    candidates = [headers.get("Message-ID") for headers in _original_headers_all(message)]
     for part in _parts(message):
         if part.get_content_type() == "text/plain" and not part.get_filename():
-            candidates += _MESSAGE_ID_LINE.findall(_decoded(part))
+            candidates += _MESSAGE_ID_TEXT.findall(_decoded(part))
     candidates += [message.get("In-Reply-To"), *reversed((message.get("References") or "").split())]
+    found: list[str] = []
     for candidate in candidates:
-        match = re.search(r"<[^<>\s]+>", candidate or "")
-        if match:
-            return match.group(0)
-    return None
+        match = re.search(r"<[^<>\s]+>", str(candidate or ""))
+        if match and match.group(0) not in found:
+            found.append(match.group(0))
+            if len(found) == _MAX_IDS:
+                break
+    return tuple(found)
 
 
 def _original_headers(message: Message) -> Message | None:
+    return next(iter(_original_headers_all(message)), None)
+
+
+def _original_headers_all(message: Message) -> list[Message]:
+    """The headers of every returned copy (message/rfc822) or quoted header block
+    (text/rfc822-headers) in the report, in order."""
+    found = []
     for part in _parts(message):
         kind = part.get_content_type()
-        if kind == "message/rfc822" and isinstance(part.get_payload(), list) and part.get_payload():
-            return part.get_payload()[0]
-        if kind == "text/rfc822-headers":
-            return HeaderParser().parsestr(_decoded(part))
-    return None
+        if kind == "message/rfc822":
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                found.append(payload[0])
+            else:  # an encoded message/rfc822 (not allowed, but sent): read its decoded text
+                found.append(HeaderParser().parsestr(_decoded(part)))
+        elif kind == "text/rfc822-headers":
+            found.append(HeaderParser().parsestr(_decoded(part)))
+    return found
 
 
 def _parts(message: Message) -> Iterator[Message]:

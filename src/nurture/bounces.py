@@ -2,10 +2,16 @@
 
 ``ingest`` applies what :func:`nurture.bounce_classify.classify` finds in each returned message,
 one short transaction per message, and leaves a marker per message so reading the same mailbox
-again changes nothing. A finding is matched to the outbox row by the original Message-ID (its
-HMAC digest proves we sent it), else to the subscriber by address. The readers of Maildir, mbox
-and IMAP live in :mod:`nurture.bounce_sources`; both modules' public names are importable from
-here too, so callers need one import.
+again changes nothing.
+
+A report is evidence only when it is tied to us, because anyone can mail the bounce mailbox: it
+names a Message-ID we sent (its HMAC digest proves it; the finding is about that row's
+subscriber), or it comes from a feedback loop the operator trusts and is DKIM-signed by it
+(:mod:`nurture.bounce_trust`; the finding is about the address it names). Anything else is
+recorded as an ``unverified`` event that says what it claimed and why it was not believed; it
+suppresses nobody and counts in no rate. The readers of Maildir, mbox and IMAP live in
+:mod:`nurture.bounce_sources`; both modules' public names are importable from here too, so
+callers need one import.
 """
 
 from __future__ import annotations
@@ -15,17 +21,18 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from email.message import Message
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture import outbox
 from nurture.bounce_classify import Finding, classify, reported_at
 from nurture.bounce_sources import ImapSource, parse_imap_url, read_imap, read_maildir_or_mbox
+from nurture.bounce_trust import DnsFunc, SenderVerdict, judge_sender
 from nurture.db import transaction
 from nurture.messages import message_id as outbox_message_id
 from nurture.messages import sender_domain
@@ -37,9 +44,11 @@ __all__ = [
     "SEEN",
     "SOFT_LIMIT",
     "SOFT_WINDOW",
+    "UNVERIFIED",
     "Finding",
     "ImapSource",
     "IngestReport",
+    "UnverifiedReport",
     "classify",
     "ingest",
     "is_our_message_id",
@@ -47,6 +56,7 @@ __all__ = [
     "parse_imap_url",
     "read_imap",
     "read_maildir_or_mbox",
+    "recent_unverified",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +64,7 @@ log = logging.getLogger(__name__)
 SOFT_LIMIT = 3  # soft bounces (from distinct sent messages) ...
 SOFT_WINDOW = timedelta(days=15)  # ... within this window suppress the address
 SEEN = "bounce_seen"
+UNVERIFIED = "unverified"  # a report not tied to us: what it claimed, and why it was not believed
 _ACTIVE = (Status.pending, Status.confirmed)
 
 _OUR_ID = re.compile(r"^<(\d+)\.([0-9a-f]{16})@([^<>@\s]+)>$", re.I)
@@ -70,6 +81,8 @@ class IngestReport:
     unparseable: int = 0
     ignored: int = 0  # not a bounce or complaint (auto-replies, anything else in the mailbox)
     suppressed: int = 0  # subscribers newly marked bounced or complained
+    unverified: int = 0  # findings in reports not tied to a message we sent: recorded, not applied
+    deferred: int = 0  # reports left unread for the next run: DNS did not answer for their DKIM key
 
     def summary(self) -> str:
         return ", ".join(f"{f.name} {getattr(self, f.name)}" for f in fields(self))
@@ -101,10 +114,16 @@ def ingest(
     now: datetime,
     secret: str,
     from_header: str,
+    trusted_senders: Sequence[str] = (),
+    dnsfunc: DnsFunc | None = None,
 ) -> IngestReport:
-    """Apply what returned messages report: hard bounces and complaints suppress at once; soft
-    bounces suppress at the third (from distinct messages) within 15 days. One short transaction
-    per returned message; a message seen before (same Message-ID, else same bytes) is skipped."""
+    """Apply what returned messages report, when they are tied to us: hard bounces and complaints
+    suppress at once; soft bounces suppress at the third (from distinct messages) within 15 days.
+    Reports not tied to us are recorded as unverified and change nothing else.
+
+    One short transaction per returned message; a message seen before (same Message-ID, else
+    same bytes) is skipped. ``trusted_senders`` is NURTURE_TRUSTED_FEEDBACK_SENDERS; ``dnsfunc``
+    replaces dkimpy's DNS lookup (tests)."""
     report = IngestReport()
     domain = sender_domain(from_header)
     for raw in messages:
@@ -121,25 +140,59 @@ def ingest(
         if not findings:
             report.ignored += 1
             continue
-        counts: dict[str, int] = {}
         marker = _marker(message, raw)
-        with transaction(sessions) as session:
-            if _seen(session, marker):
-                counts["duplicates"] = 1
-            else:
-                when = reported_at(message, now)
-                done: set[tuple[int, str]] = set()
-                for finding in findings:
-                    _apply(session, finding, counts, done, now=now, when=when, secret=secret, domain=domain)
-                outbox.record_event(session, SEEN, now, detail=marker)
+        with sessions() as session:
+            # A cheap, unlocked look first: a mailbox read again must not cost a DNS lookup per report.
+            if _seen(session, marker, lock=False):
+                report.duplicates += 1
+                continue
+        # Judged outside the transaction: DKIM may wait on DNS, and no lock is held across that.
+        verdict = _judge(raw, message, trusted_senders, dnsfunc)
+        counts: dict[str, int] = {}
+        try:
+            with transaction(sessions) as session:
+                if _seen(session, marker):
+                    counts["duplicates"] = 1
+                else:
+                    when = reported_at(message, now)
+                    done: set[tuple] = set()
+                    for finding in findings:
+                        _apply(session, finding, verdict, counts, done, now=now, when=when, secret=secret,
+                               domain=domain)
+                    outbox.record_event(session, SEEN, now, detail=marker)
+        except _TryLater:
+            log.warning("a report from a trusted feedback loop is left for the next run: %s", verdict.reason)
+            counts = {"deferred": 1}
         for name, value in counts.items():
             setattr(report, name, getattr(report, name) + value)
     return report
 
 
-def _apply(session: Session, finding: Finding, counts: dict[str, int], done: set[tuple[int, str]], *,
+class _TryLater(Exception):
+    """The report cannot be judged now; roll back and leave it for the next run."""
+
+
+def _judge(raw: bytes, message: Message, trusted: Sequence[str], dnsfunc: DnsFunc | None) -> SenderVerdict:
+    if not trusted:
+        return SenderVerdict(False, "sender not a trusted feedback loop")
+    try:
+        return judge_sender(raw, message, trusted, dnsfunc=dnsfunc)
+    except Exception as exc:  # noqa: BLE001 - a report we cannot judge is simply not trusted
+        log.warning("could not judge a report's sender: %r", exc)
+        return SenderVerdict(False, "sender could not be read")
+
+
+def _apply(session: Session, finding: Finding, verdict: SenderVerdict, counts: dict[str, int], done: set[tuple], *,
            now: datetime, when: datetime, secret: str, domain: str) -> None:
-    subscriber, outbox_id = _match(session, finding, secret=secret, domain=domain)
+    row, not_ours = _proven_row(session, finding, secret=secret, domain=domain)
+    if row is None and verdict.temporary:
+        raise _TryLater  # unread, unmarked: a DNS outage must not cost a genuine complaint
+    if row is None and not verdict.trusted:
+        _record_unverified(session, finding, f"{not_ours}; {verdict.reason}", counts, done, now=now)
+        return
+    # Our Message-ID says whom we sent it to; only a trusted feedback loop is believed on an address.
+    subscriber = _locked(session, row.subscriber_id) if row is not None else _by_address(session, finding.address)
+    outbox_id = row.id if row is not None else None
     if subscriber is None:
         counts["unmatched"] = counts.get("unmatched", 0) + 1
         return
@@ -169,21 +222,75 @@ def _apply(session: Session, finding: Finding, counts: dict[str, int], done: set
         counts["suppressed"] = counts.get("suppressed", 0) + 1
 
 
-def _match(session: Session, finding: Finding, *, secret: str, domain: str) -> tuple[Subscriber | None, int | None]:
-    """The subscriber (locked) and outbox row a finding is about: by Message-ID, else by address."""
-    ref = outbox_ref(finding.message_id) if finding.message_id else None
-    if ref is not None:
+def _proven_row(session: Session, finding: Finding, *, secret: str, domain: str) -> tuple[OutboxMessage | None, str]:
+    """The outbox row of the first Message-ID in the report that we provably sent; else None
+    and, for people, why not."""
+    why = "no Message-ID of ours"
+    for candidate in finding.message_ids or ((finding.message_id,) if finding.message_id else ()):
+        ref = outbox_ref(candidate)
+        if ref is None or ref >= 2 ** 63:  # beyond any row id, and beyond what the databases take
+            continue
         row = session.get(OutboxMessage, ref)
-        if row is not None and is_our_message_id(finding.message_id, row.id, row.key, secret=secret, domain=domain):
-            return _locked(session, row.subscriber_id), row.id
+        if row is not None and is_our_message_id(candidate, row.id, row.key, secret=secret, domain=domain):
+            return row, ""
+        why = f"Message-ID {candidate} looks like ours but its digest fails"
+    return None, why
+
+
+def _by_address(session: Session, address: str | None) -> Subscriber | None:
+    if not address:
+        return None
+    try:
+        found = find_by_email(session, normalise_email(address))
+    except InvalidInput:
+        return None
+    return _locked(session, found.id) if found is not None else None
+
+
+def _record_unverified(session: Session, finding: Finding, reason: str, counts: dict[str, int], done: set[tuple],
+                       *, now: datetime) -> None:
+    """What an untrusted report claimed, for the operator to see; it changes nobody's status.
+
+    Linked to the subscriber it names, if any, so that an erasure clears the address from it
+    too. Dated when read, not by the report's Date, which the sender of a forgery chooses."""
+    if ("unverified", finding.kind, finding.address) in done:
+        return
+    done.add(("unverified", finding.kind, finding.address))
+    named = None
     if finding.address:
         try:
-            found = find_by_email(session, normalise_email(finding.address))
+            named = find_by_email(session, normalise_email(finding.address))
         except InvalidInput:
-            return None, None
-        if found is not None:
-            return _locked(session, found.id), None
-    return None, None
+            pass
+    outbox.record_event(session, UNVERIFIED, now, subscriber_id=named.id if named is not None else None,
+                        detail=f"{finding.kind} {finding.address or '-'}: {reason}")  # read by _unverified_report
+    counts["unverified"] = counts.get("unverified", 0) + 1
+
+
+@dataclass(frozen=True)
+class UnverifiedReport:
+    at: datetime
+    claimed: str  # complaint, hard or soft; "" once erased
+    address: str | None  # the address the report named; None if it named none, or after erasure
+    reason: str  # why it was not believed
+
+
+def recent_unverified(session: Session, limit: int = 5) -> tuple[list[UnverifiedReport], int]:
+    """The latest unverified reports, newest first, and how many there are in all."""
+    rows = session.execute(
+        select(Event.created_at, Event.detail).where(Event.kind == UNVERIFIED)
+        .order_by(Event.created_at.desc(), Event.id.desc()).limit(limit)
+    ).all()
+    total = session.scalar(select(func.count()).select_from(Event).where(Event.kind == UNVERIFIED)) or 0
+    return [_unverified_report(at, detail) for at, detail in rows], total
+
+
+def _unverified_report(at: datetime, detail: str | None) -> UnverifiedReport:
+    if not detail:  # erased with the subscriber it named
+        return UnverifiedReport(at, "", None, "details erased")
+    head, _, reason = detail.partition(": ")
+    claimed, _, address = head.partition(" ")
+    return UnverifiedReport(at, claimed, None if address in ("", "-") else address, reason)
 
 
 def _locked(session: Session, subscriber_id: int) -> Subscriber | None:
@@ -218,8 +325,8 @@ def _marker(message: Message, raw: bytes) -> str:
     return hashlib.sha256(("id:" + own).encode() if own else raw).hexdigest()
 
 
-def _seen(session: Session, marker: str) -> bool:
-    if session.get_bind().dialect.name == "postgresql":
+def _seen(session: Session, marker: str, *, lock: bool = True) -> bool:
+    if lock and session.get_bind().dialect.name == "postgresql":
         # Two ingests of one mailbox at once: the second waits here, then sees the first's marker.
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                         {"key": int.from_bytes(bytes.fromhex(marker[:16]), "big", signed=True)})

@@ -7,6 +7,7 @@ bad value becomes one :class:`ConfigError` line naming the variable instead of a
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import logging
 from collections.abc import Mapping
@@ -61,6 +62,8 @@ class Settings(BaseSettings):
     bounce_imap_url: str | None = None
     max_bounce_rate: float = Field(0.05, gt=0, le=1, description="pause a run above this share of bounces")
     max_complaint_rate: float = Field(0.003, gt=0, le=1, description="pause sending above this complaint rate")
+    # Feedback loops whose reports count without a Message-ID of ours, when DKIM-signed by them.
+    trusted_feedback_senders: tuple[str, ...] = ()
     track_clicks: bool = True  # opens are off unless a sequence or broadcast turns them on
 
     # The clinic
@@ -119,6 +122,15 @@ class Settings(BaseSettings):
             raise ValueError("must look like smtp://user:pass@host:587?starttls=1 or smtps://host:465")
         return value
 
+    @field_validator("trusted_feedback_senders", mode="before")
+    @classmethod
+    def _feedback_senders(cls, value: object) -> tuple[str, ...]:
+        """``"fbl.example.net, feedback@arf.mail.yahoo.com"``: lower-case domains (IDNA) or addresses."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError("must be comma-separated domains or addresses")
+        return tuple(_feedback_sender(str(item)) for item in items if str(item).strip())
+
     @field_validator("send_window")
     @classmethod
     def _window(cls, value: str) -> str:
@@ -162,6 +174,24 @@ class Settings(BaseSettings):
     def secret(self) -> str:
         assert self.secret_key is not None, "load_settings() always fills secret_key"
         return self.secret_key.get_secret_value()
+
+
+_DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _feedback_sender(item: str) -> str:
+    """One trusted feedback-loop sender: a domain with at least two labels, or local@domain."""
+    local, at, domain = item.strip().lower().rpartition("@")
+    try:
+        domain = domain.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        domain = ""
+    labels = domain.split(".")
+    if (at and (not local or any(c in local for c in ' ,<>"'))) or len(labels) < 2 \
+            or not all(_DOMAIN_LABEL.match(label) for label in labels):
+        raise ValueError(f"{item.strip()!r} is not a domain or an address (give fbl.example.net or "
+                         "feedback@fbl.example.net, separated by commas)")
+    return f"{local}@{domain}" if at else domain
 
 
 def parse_window(value: str) -> tuple[int, int]:

@@ -103,7 +103,7 @@ def test_every_kind_of_returned_mail_from_a_maildir(runtime, memory_transport, t
     report = run_ingest(runtime, read_maildir_or_mbox(tmp_path / "bounces"), T0 + timedelta(hours=2))
 
     assert (report.read, report.hard, report.soft, report.complaints, report.unmatched, report.duplicates,
-            report.unparseable, report.ignored, report.suppressed) == (11, 6, 2, 2, 0, 0, 0, 1, 8)
+            report.unparseable, report.ignored, report.suppressed, report.unverified) == (11, 6, 2, 2, 0, 0, 0, 1, 8, 0)
     hard = {"jane.doe@example.org", "pat.gone@example.com", "lee.oldjob@example.com", "gone@example.net",
             "no.such.person@gmail.com", "gone.user@outlook.com"}
     complained = {"happy.reader@yahoo.com", "reader@aol.com"}
@@ -230,29 +230,46 @@ def test_never_downgrade_and_a_complaint_outranks_a_bounce(runtime, memory_trans
         "left@example.com", "angry@example.com", "gone.then.angry@example.com"}
 
 
-def test_forged_message_id_is_matched_by_address_not_by_the_row_it_names(runtime, memory_transport):
+def test_a_forged_message_id_suppresses_nobody(runtime, memory_transport):
+    """An id in our form that fails the digest proves nothing: neither the row it names nor the
+    address the report names is touched; the claim is kept as unverified, with the reason."""
     ids = welcome_everyone(runtime, memory_transport, ["victim@example.com", "typo@example.com"])
     real = ids["victim@example.com"][0]
     forged = real[:real.index(".") + 1] + "0" * 16 + real[real.index("@"):]
     at = T0 + timedelta(hours=1)
-    # Names the victim's row, fails the digest, and is about typo@ by its address.
     report = run_ingest(runtime, [bounce("postfix_hard_511.eml", forged, at=at, address="typo@example.com")], at)
-    assert (report.hard, report.unmatched) == (1, 0)
-    assert statuses(runtime) == {"victim@example.com": Status.confirmed, "typo@example.com": Status.bounced}
-    assert [(a, oid) for a, oid, _ in events(runtime, "bounced")] == [("typo@example.com", None)]
-    # A forged id about an address we do not know suppresses nobody.
+    assert (report.hard, report.unmatched, report.unverified, report.suppressed) == (0, 0, 1, 0)
+    assert statuses(runtime) == {"victim@example.com": Status.confirmed, "typo@example.com": Status.confirmed}
+    assert events(runtime, "bounced") == []
+    [(about, outbox_id, detail)] = events(runtime, "unverified")
+    assert (about, outbox_id) == ("typo@example.com", None)  # linked to whom it names, so erasure clears it
+    assert detail == (f"hard typo@example.com: Message-ID {forged} looks like ours but its digest fails; "
+                      "sender not a trusted feedback loop")
+    # A forged id about an address we do not know: unverified too, and linked to nobody.
     report = run_ingest(runtime, [bounce("postfix_hard_511.eml", forged, at=at, serial=2,
                                          address="stranger@example.com")], at)
-    assert (report.hard, report.unmatched) == (0, 1)
+    assert (report.hard, report.unmatched, report.unverified) == (0, 0, 1)
     assert statuses(runtime)["victim@example.com"] is Status.confirmed
 
 
-def test_unparseable_and_unmatched_are_counted_not_fatal(runtime, memory_transport):
+def test_our_message_id_anywhere_in_the_returned_headers_ties_the_report(runtime, memory_transport):
+    """The returned copy may carry a relay's id; ours can still be in the threading headers."""
+    ids = welcome_everyone(runtime, memory_transport, ["threaded@example.com", "copy@example.com"])
+    at = T0 + timedelta(hours=1)
+    relayed = bounce("postfix_hard_511.eml", "<relay.1@mx.example.org>", at=at, address="threaded@example.com")
+    relayed = relayed.replace(b"Message-Id: ", f"In-Reply-To: {ids['threaded@example.com'][0]}\nMessage-Id: ".encode(), 1)
+    report = run_ingest(runtime, [relayed, bounce("postfix_hard_511.eml", ids["copy@example.com"][0], at=at,
+                                                  address="copy@example.com")], at)
+    assert (report.hard, report.suppressed, report.unverified) == (2, 2, 0)
+    assert statuses(runtime) == {"threaded@example.com": Status.bounced, "copy@example.com": Status.bounced}
+
+
+def test_unparseable_and_unverified_are_counted_not_fatal(runtime, memory_transport):
     welcome_everyone(runtime, memory_transport, ["someone@example.com"])
     at = T0 + timedelta(hours=1)
     no_id = bounce("postfix_hard_511.eml", "<not-ours@elsewhere.example>", at=at, address="nobody@example.com")
     report = run_ingest(runtime, [b"", b"\x00\x01 binary junk", no_id, no_id], at)
-    assert (report.read, report.unparseable, report.unmatched, report.duplicates) == (4, 2, 1, 1)
+    assert (report.read, report.unparseable, report.unverified, report.duplicates) == (4, 2, 1, 1)
     assert statuses(runtime) == {"someone@example.com": Status.confirmed}
 
 

@@ -113,6 +113,28 @@ def test_original_id_from_threading_headers_when_nothing_is_attached():
     assert (finding.kind, finding.address, finding.message_id) == ("hard", "someone@example.com", ORIGINAL)
 
 
+def test_every_message_id_the_report_names_is_kept_best_first():
+    """Ours may be anywhere: a relay's id in the returned copy, ours only in the threading."""
+    relay = "<relay.77@mx.example.org>"
+    message = load("postfix_hard_511.eml", original=relay)
+    message["In-Reply-To"] = ORIGINAL
+    message["References"] = "<older@example.com> " + relay
+    [finding] = classify(message)
+    assert finding.message_id == relay
+    assert finding.message_ids == (relay, ORIGINAL, "<older@example.com>")
+
+
+def test_message_ids_quoted_in_a_reports_text_and_a_bound_on_how_many():
+    prose = email.message_from_string(
+        "From: MAILER-DAEMON@mx.example\nSubject: Undelivered Mail Returned to Sender\n"
+        "References: " + " ".join(f"<r{n}@x.example>" for n in range(1000)) + "\n\n"
+        f"Your message with the message-id of {ORIGINAL} could not be delivered.\n"
+        "<someone@example.com>: host mx said: 550 5.1.1 User unknown\n"
+    )
+    [finding] = classify(prose)
+    assert finding.message_ids[0] == ORIGINAL and len(finding.message_ids) == 20
+
+
 def test_a_person_writing_back_is_not_a_bounce():
     message = email.message_from_string(
         f"From: Jane <jane.doe@example.org>\nSubject: Re: Welcome\nIn-Reply-To: {ORIGINAL}\n\n"

@@ -21,7 +21,8 @@ def bounces_ingest(
     imap: Annotated[bool, typer.Option("--imap", help="Read NURTURE_BOUNCE_IMAP_URL instead of PATH.")] = False,
 ) -> None:
     """Read returned mail and complaints: hard bounces and complaints suppress at once,
-    three soft bounces in 15 days suppress too."""
+    three soft bounces in 15 days suppress too. Only reports tied to an email we sent (or from
+    a trusted, DKIM-signed feedback loop) count; the rest are listed as unverified."""
     from pathlib import Path
 
     from nurture import bounces
@@ -35,7 +36,8 @@ def bounces_ingest(
     rt = runtime(s)
     try:
         messages = bounces.read_imap(s.bounce_imap_url) if imap else bounces.read_maildir_or_mbox(Path(source))
-        report = bounces.ingest(rt.sessions, messages, now=utcnow(), secret=s.secret, from_header=s.mail_from)
+        report = bounces.ingest(rt.sessions, messages, now=utcnow(), secret=s.secret, from_header=s.mail_from,
+                                trusted_senders=s.trusted_feedback_senders)
     except (ValueError, OSError) as exc:
         raise Fail(str(exc)) from None
     finally:

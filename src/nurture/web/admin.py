@@ -1,5 +1,6 @@
 """The /admin dashboard: the funnel, signups per day, recent deliveries, the queue, broadcasts,
-and one subscriber's timeline. Server-rendered, no JavaScript; the charts are SVG drawn here.
+the latest unverified bounce and complaint reports, and one subscriber's timeline.
+Server-rendered, no JavaScript; the charts are SVG drawn here.
 
 Behind HTTP basic auth (user ``admin``, ``NURTURE_ADMIN_PASSWORD``). Without a password the
 dashboard is off and answers 404: it is never open by default. Wrong credentials are throttled
@@ -24,7 +25,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from nurture import reports
+from nurture import bounces, reports
 from nurture.journey import Planner
 from nurture.runtime import Runtime
 from nurture.sender import utcnow
@@ -39,6 +40,7 @@ USER = "admin"
 PERIODS = (7, 30, 90)  # the choices offered beside "all time", in days
 DAYS_CHART = 30
 LIST_LIMIT = 15
+UNVERIFIED_LIMIT = 5  # a few, to show that forgeries arrive and why they were not believed
 _FAILURES_PER_MINUTE = 10
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -110,6 +112,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
             deliveries = reports.recent_deliveries(session, LIST_LIMIT)
             waiting = reports.upcoming(session, now=now, limit=LIST_LIMIT)
             queue = reports.queue_counts(session, now=now)
+            unverified, unverified_total = bounces.recent_unverified(session, UNVERIFIED_LIMIT)
             if search.email:
                 try:
                     search.timeline = build_timeline(session, search.email, now=now,
@@ -122,6 +125,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
         return page(
             "admin.html", funnel=funnel, chart=funnel_chart(funnel), per_day=per_day_chart(per_day),
             deliveries=deliveries, waiting=waiting, queue=queue, search=search, now=now,
+            unverified=unverified, unverified_total=unverified_total, claimed=_CLAIMED,
             days=days, periods=PERIODS, notes=[n for n in (period_note, sequence_note) if n],
         )
 
@@ -275,6 +279,10 @@ def per_day_chart(days: list[tuple[date, int]]) -> PerDayChart:
 
 
 # ------------------------------------------------------------------------- formatting filters
+
+# What an unverified report claimed, in words.
+_CLAIMED = {"complaint": "spam complaint", "hard": "hard bounce", "soft": "soft bounce"}
+
 
 def _share(rate: float | None, what: str) -> str:
     return f"· {_pct(rate)} {what}" if rate is not None else ""
