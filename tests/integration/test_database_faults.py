@@ -66,6 +66,7 @@ def test_connections_killed_during_a_pass_duplicate_nothing_and_lose_nothing(tmp
     killer.stop.set()
     killer.join()
     assert killer.terminated >= 5, "the pass ended before its connections could be cut"
+    print(f"connections terminated during the pass: {killer.terminated}")
     assert "Traceback" not in err
     assert process.returncode == 0, err  # every drop was survived on a fresh connection
     # A claim whose commit was cut may have left rows leased to nobody who knows them: they wait
@@ -111,5 +112,6 @@ def test_a_database_that_stays_down_ends_the_pass_with_one_line(tmp_path, postgr
     assert len(by) == count
     assert all(len(set(ids)) == 1 for ids in by.values())
     repeated = sum(len(ids) - 1 for ids in by.values())
+    print(f"database down for good: {repeated} messages repeated after the lease (bound {2 * 20})")
     assert repeated <= 2 * 20  # at most the chunk each of the two connections had in flight
     assert states(postgres_url) == {OutboxState.sent: count}
