@@ -25,8 +25,8 @@ from nurture.models import Broadcast, Event, OutboxMessage, OutboxState, Subscri
 from nurture.sequences import Sequence
 
 __all__ = [
-    "BroadcastFigures", "Delivery", "Funnel", "QueueCounts", "StepFigures", "Upcoming",
-    "funnel", "queue_counts", "recent_deliveries", "signups_per_day", "upcoming",
+    "BroadcastFigures", "Delivery", "Funnel", "Problems", "QueueCounts", "StepFigures", "Upcoming",
+    "funnel", "problems", "queue_counts", "recent_deliveries", "signups_per_day", "upcoming",
 ]
 
 _MARKETING = ("seq:", "bcast:")
@@ -298,18 +298,21 @@ class Upcoming:
     state: str  # queued or retry
     attempts: int
     overdue: bool  # due before ``now``: the sender is behind or stopped
+    last_error: str | None = None  # why the last attempt did not go (a retry)
 
 
 def upcoming(session: Session, *, now: datetime, limit: int = 20) -> list[Upcoming]:
     """The next queued and retrying messages, soonest first."""
     rows = session.execute(
-        select(OutboxMessage.due_at, Subscriber.email, OutboxMessage.key, OutboxMessage.state, OutboxMessage.attempts)
+        select(OutboxMessage.due_at, Subscriber.email, OutboxMessage.key, OutboxMessage.state, OutboxMessage.attempts,
+               OutboxMessage.last_error)
         .join(Subscriber, Subscriber.id == OutboxMessage.subscriber_id)
         .where(OutboxMessage.state.in_((OutboxState.queued, OutboxState.retry)))
         .order_by(OutboxMessage.due_at, OutboxMessage.id)
         .limit(limit)
     )
-    return [Upcoming(due, email, key, state.value, attempts, due < now) for due, email, key, state, attempts in rows]
+    return [Upcoming(due, email, key, state.value, attempts, due < now, error)
+            for due, email, key, state, attempts, error in rows]
 
 
 @dataclass(frozen=True)
@@ -330,3 +333,33 @@ def queue_counts(session: Session, *, now: datetime) -> QueueCounts:
         ).where(waiting)
     ).one()
     return QueueCounts(queued, retry, overdue)
+
+
+@dataclass(frozen=True)
+class Problems:
+    """Messages that did not go: waiting for another attempt, given up, or of unknown fate, and
+    the latest reasons (render errors, refused addresses, missing SMTPUTF8...)."""
+
+    retrying: int
+    failed: int
+    unknown: int
+    latest: list[tuple[str, str]]  # (outbox key, reason), newest first
+
+    def __bool__(self) -> bool:
+        return bool(self.retrying or self.failed or self.unknown)
+
+
+def problems(session: Session, *, limit: int = 3) -> Problems:
+    """How many messages are in trouble, and why the latest of them are."""
+    troubled = (OutboxState.retry, OutboxState.failed, OutboxState.unknown)
+    counts = dict(session.execute(
+        select(OutboxMessage.state, func.count()).where(OutboxMessage.state.in_(troubled))
+        .group_by(OutboxMessage.state)
+    ).all())
+    latest = session.execute(
+        select(OutboxMessage.key, OutboxMessage.last_error)
+        .where(OutboxMessage.state.in_(troubled), OutboxMessage.last_error.is_not(None))
+        .order_by(OutboxMessage.id.desc()).limit(limit)
+    ).all()
+    return Problems(counts.get(OutboxState.retry, 0), counts.get(OutboxState.failed, 0),
+                    counts.get(OutboxState.unknown, 0), [(key, error) for key, error in latest])

@@ -12,12 +12,15 @@ from sqlalchemy import select
 
 from conftest import make_settings
 from factories import confirmed
-from nurture import outbox
+from fastapi.testclient import TestClient
+
+from nurture import outbox, reports
 from nurture.db import transaction
 from nurture.journey import Planner
 from nurture.models import OutboxMessage, OutboxState
 from nurture.runtime import Runtime
 from nurture.timeline import build_timeline
+from nurture.web import create_app
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago
 IDN = "dora@bücher.example.com"
@@ -97,7 +100,19 @@ def test_poison_messages_fail_alone_and_the_hundred_good_ones_go_in_the_same_pas
     assert any("SMTPUTF8" in entry.detail and "failed" in entry.what for entry in zoe_story.entries)
     ghost_story = timeline_of(rt, "ghost@example.com")
     assert any("render error" in entry.detail for entry in ghost_story.entries)
+    # ...and in the figures: `nurture stats` and /admin.
+    with rt.sessions() as session:
+        trouble = reports.problems(session)
+    assert (trouble.retrying, trouble.failed) == (1, 1)
+    assert {key for key, _ in trouble.latest} == {"bcast:404", zoe_row.key}
     rt.close()
+    admin = Runtime(make_settings(tmp_path, database_url, admin_password="pw"))
+    with TestClient(create_app(admin, dispatch=False, clock=lambda: T0)) as client:
+        page = client.get("/admin", auth=("admin", "pw")).text
+        person = client.get("/admin", params={"email": UTF8_LOCAL}, auth=("admin", "pw")).text
+    assert "render error" in page  # the queue shows why the retry waits
+    assert "SMTPUTF8" in person  # and a person's timeline why their email failed
+    admin.close()
 
 
 def test_an_idn_domain_goes_as_a_labels_in_envelope_and_header(tmp_path, database_url, plain_server):

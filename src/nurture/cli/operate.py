@@ -167,6 +167,7 @@ def stats(
             raise Fail(f"no sequence {s.sequence!r} in {s.templates_dir}")
         with rt.sessions() as session:
             funnel = reports.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url)
+            trouble = reports.problems(session)
     except TemplateFormatError as exc:
         raise Fail(str(exc)) from None
     finally:
@@ -187,6 +188,11 @@ def stats(
         table.add_row(str(step.position + 1), step.key, str(step.sent), str(step.clickers), pct(step.click_rate),
                       str(step.goal_clickers), str(step.unsubscribed), str(step.bounced))
     out.print(table)
+    if trouble:
+        out.print(f"not sent: {trouble.retrying} retrying, {trouble.failed} failed, {trouble.unknown} unknown "
+                  "(nurture explain EMAIL shows one person's)")
+        for key, reason in trouble.latest:
+            out.print(f"  {key}: {reason}", highlight=False)
     if funnel.broadcasts:
         table = Table("broadcast", "template", "audience", "status", "sent", "clicked", "rate", "unsubscribed",
                       "bounced")
