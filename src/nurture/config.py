@@ -6,6 +6,7 @@ bad value becomes one :class:`ConfigError` line naming the variable instead of a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -84,6 +85,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     subscribe_rate: str = "20/minute"
+    # Reverse proxies whose X-Forwarded-For names the client; from anyone else it is ignored.
+    trusted_proxies: tuple[str, ...] = ()
     confirmations_per_day: int = Field(3, ge=1, le=20)
     admin_password: SecretStr | None = None
     log_level: str = "INFO"
@@ -143,6 +146,31 @@ class Settings(BaseSettings):
         parse_rate(value)
         return value
 
+    @field_validator("bounce_imap_url")
+    @classmethod
+    def _imap(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("imap", "imaps") or not parts.hostname:
+            raise ValueError("must look like imaps://user:pass@host/INBOX (or imap:// for STARTTLS)")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> tuple[str, ...]:
+        """``"10.0.0.0/8, 192.0.2.7"``: addresses or networks (no host names, no ``*``)."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError("must be IP addresses or networks separated by commas")
+        return tuple(_proxy(str(item).strip()) for item in items if str(item).strip())
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _blank_secret(cls, value: object) -> object:
+        # An empty NURTURE_SECRET_KEY= line means unset, never "sign with the empty key".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def is_dev(self) -> bool:
         return self.env == "dev"
@@ -194,6 +222,14 @@ def _feedback_sender(item: str) -> str:
     return f"{local}@{domain}" if at else domain
 
 
+def _proxy(item: str) -> str:
+    try:
+        return str(ipaddress.ip_network(item)) if "/" in item else str(ipaddress.ip_address(item))
+    except ValueError:
+        raise ValueError(f"{item!r} is not an IP address or network (give 10.0.0.0/8 or 192.0.2.7, "
+                         "separated by commas)") from None
+
+
 def parse_window(value: str) -> tuple[int, int]:
     """``"09:00-17:00"`` -> (540, 1020), minutes since local midnight."""
     try:
@@ -243,21 +279,62 @@ def load_settings(environ: Mapping[str, str] | None = None, *, env_file: str | N
         settings = Settings(**values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    if not settings.is_dev:
+        _check_production_secret(settings.secret_key)
     if settings.secret_key is None:
-        if not settings.is_dev:
-            raise ConfigError("NURTURE_SECRET_KEY: required when NURTURE_ENV=production")
         settings = settings.model_copy(update={"secret_key": SecretStr(_dev_secret())})
     return settings
 
 
+MIN_SECRET_BYTES = 32
+_MAKE_ONE = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def _check_production_secret(secret: SecretStr | None) -> None:
+    """Whoever can guess the key can forge confirm, unsubscribe and click links: in production it
+    must be long enough not to be guessed."""
+    if secret is None:
+        raise ConfigError(f"NURTURE_SECRET_KEY: required when NURTURE_ENV=production, at least "
+                          f"{MIN_SECRET_BYTES} bytes ({_MAKE_ONE})")
+    size = len(secret.get_secret_value().encode())
+    if size < MIN_SECRET_BYTES:
+        raise ConfigError(f"NURTURE_SECRET_KEY: must be at least {MIN_SECRET_BYTES} bytes when "
+                          f"NURTURE_ENV=production, not {size} ({_MAKE_ONE})")
+
+
+_SECRET_FIELDS = ("secret", "password")
+
+
 def _describe(exc: ValidationError) -> str:
+    """One line: the variable, what is wrong, and the value given (never a secret or a password,
+    including one inside a URL)."""
     error = exc.errors()[0]
     field = str(error["loc"][0]) if error["loc"] else "?"
     name = field if field.startswith(PREFIX) else PREFIX + field.upper()
     message = error["msg"].removeprefix("Value error, ")
     given = error.get("input")
-    shown = f" (got {given!r})" if isinstance(given, str) and "secret" not in field.lower() else ""
-    return f"{name}: {message}{shown}"
+    if not isinstance(given, str) or any(word in field.lower() for word in _SECRET_FIELDS):
+        return f"{name}: {message}"
+    # Any URL may carry a password; an address such as NURTURE_FROM's is shown as it is.
+    shown = redact_url(given) if field.lower().endswith("_url") or "://" in given else given
+    return f"{name}: {message} (got {shown!r})"
+
+
+def redact_url(value: str) -> str:
+    """``smtp://user:pass@host`` -> ``smtp://user:***@host``, for anything shown back to a person.
+
+    Deliberately not a URL parser: a password may hold the very characters (``@ / # ? [``) that
+    make one fail or split in the wrong place, so everything up to the last ``@`` counts as
+    credentials. A value without ``@`` has none and is returned as it is."""
+    credentials, at, rest = value.rpartition("@")
+    if not at:
+        return value
+    scheme, sep, userinfo = credentials.partition("://")
+    if not sep:
+        scheme, userinfo = "", credentials
+    user, colon, _password = userinfo.partition(":")
+    hidden = f"{user}:***" if colon else "***"
+    return f"{scheme}{sep}{hidden}@{rest}"
 
 
 def _dev_secret() -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nurture.tokens import InvalidToken, Tokens
@@ -73,9 +74,17 @@ class Tracker:
         raise InvalidToken("not a valid pixel")
 
 
-def resolve(links: list[str], index: int, url_hash: str) -> str | None:
+def resolve(links: Sequence[str], index: int, url_hash: str) -> str | None:
     """The link a click token points at, if it is still in the message: by position when the
     URL there is the one signed, else anywhere in the message (the email was edited since)."""
     if 0 <= index < len(links) and _url_hash(links[index]) == url_hash:
         return links[index]
     return next((url for url in links if _url_hash(url) == url_hash), None)
+
+
+def destination(links: Sequence[str], index: int, url_hash: str, *, own: Sequence[str], default: str) -> str:
+    """Where a click goes: the signed link of the message (``links``, rendered again); failing
+    that, one of the clinic's own configured links (``own``) if it is the one signed, which
+    still finds the consultation link when the message cannot be rendered any more (its
+    template renamed or removed since); else ``default``. Never a URL that was not signed."""
+    return resolve(links, index, url_hash) or resolve(own, -1, url_hash) or default

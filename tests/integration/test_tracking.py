@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import email
 import re
+import shutil
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from email import policy
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from factories import confirmed
 from nurture import outbox
 from nurture.db import transaction
 from nurture.models import Event, OutboxMessage
 from nurture.tracking import links_in
+from nurture.transports import MemoryTransport
 from nurture.web import create_app
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
@@ -121,3 +124,126 @@ def test_open_pixel_only_when_turned_on(tmp_path, database_url, memory_transport
         assert client.get("/o/forged").status_code == 404
     assert len(events(rt, "opened")) == 1
     rt.close()
+
+
+# ------------------------------------------------------- mail already sent, things changed since
+
+def tracked_links(html_part: str) -> list[str]:
+    return [u.replace("http://127.0.0.1:8000", "") for u in links_in(html_part) if "/c/" in u]
+
+
+@pytest.fixture
+def own_templates(tmp_path):
+    """A copy of the templates, which marketing may rename or delete after a send."""
+    from conftest import TEMPLATES
+
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, copy)
+    return copy
+
+
+def sent_with(tmp_path, database_url, memory_transport, templates, **settings):
+    """Send the consultation email from one process; return its HTML and the settings to start
+    another process (the web endpoint, after a restart) with."""
+    from conftest import make_settings
+
+    from nurture.runtime import Runtime
+
+    config = make_settings(tmp_path, database_url, templates_dir=str(templates), **settings)
+    sending = Runtime(config, transport_override=memory_transport)
+    subscriber_id = confirmed(sending.sessions, "reader@example.com", T0)
+    with transaction(sending.sessions) as session:
+        outbox.enqueue(session, subscriber_id=subscriber_id, key="seq:nurture:consultation-invite",
+                       template=CONSULT, due_at=T0, now=T0)
+    sending.sender().run_pass(T0, key_prefix="seq:nurture:consultation")
+    sending.close()
+    [(_f, _t, data)] = memory_transport.sent
+    return email.message_from_bytes(data, policy=policy.default).get_body(("html",)).get_content(), config
+
+
+@contextmanager
+def web(config):
+    from nurture.runtime import Runtime
+
+    rt = Runtime(config, transport_override=MemoryTransport())
+    try:
+        with TestClient(create_app(rt, dispatch=False, clock=lambda: T0 + timedelta(days=30))) as client:
+            yield rt, client
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("change", ["renamed", "deleted", "broken"])
+def test_a_click_after_marketing_renamed_or_removed_the_template_still_lands_and_counts(
+    tmp_path, database_url, memory_transport, own_templates, change
+):
+    html_part, config = sent_with(tmp_path, database_url, memory_transport, own_templates)
+    template = own_templates / CONSULT
+    if change == "renamed":
+        template.rename(template.with_name("45-consultation.html.j2"))
+    elif change == "deleted":
+        template.unlink()
+    else:
+        template.write_text(template.read_text().replace("{% endblock %}", "{% endblok %}", 1))
+    links = tracked_links(html_part)
+    with web(config) as (rt, client):
+        targets = [client.get(link, follow_redirects=False) for link in links]
+        assert [r.status_code for r in targets] == [302] * len(links)
+        landed = [r.headers["location"] for r in targets]
+        # The clinic's own consultation link is still recognised by its hash; any other link
+        # goes to the clinic's website, never to an address the token did not sign.
+        assert config.consultation_url in landed
+        assert set(landed) <= {config.consultation_url, config.website_url}
+        assert [e.detail for e in events(rt, "clicked")] == landed
+        assert all(e.outbox_id is not None for e in events(rt, "clicked"))
+
+
+def test_clicks_still_land_when_click_tracking_was_turned_off_after_the_send(
+    tmp_path, database_url, memory_transport, own_templates
+):
+    html_part, config = sent_with(tmp_path, database_url, memory_transport, own_templates)
+    with web(config.model_copy(update={"track_clicks": False})) as (rt, client):
+        responses = [client.get(link, follow_redirects=False) for link in tracked_links(html_part)]
+        assert {r.status_code for r in responses} == {302}
+        assert config.consultation_url in {r.headers["location"] for r in responses}
+        assert events(rt, "clicked") == []  # turned off means not recorded
+
+
+def test_a_click_for_an_erased_person_or_a_deleted_message_goes_to_the_clinic_site(
+    tmp_path, database_url, memory_transport, own_templates
+):
+    from nurture import data_rights
+
+    html_part, config = sent_with(tmp_path, database_url, memory_transport, own_templates)
+    links = tracked_links(html_part)
+
+    def landings(client):
+        responses = [client.get(link, follow_redirects=False) for link in links]
+        assert {r.status_code for r in responses} == {302}
+        return [r.headers["location"] for r in responses]
+
+    with web(config) as (rt, client):
+        with transaction(rt.sessions) as session:
+            data_rights.erase(session, "reader@example.com", now=T0 + timedelta(days=1))
+        erased = landings(client)
+        gone = client.get(f"/c/{rt.tokens.sign('click', [987654, 0, '0000000000'])}", follow_redirects=False)
+        with transaction(rt.sessions) as session:
+            session.execute(delete(OutboxMessage))
+        deleted = landings(client)
+        assert gone.status_code == 302 and gone.headers["location"] == config.website_url
+        for landed in (erased, deleted):
+            # The message cannot be rebuilt: the clinic's own consultation link is still known by
+            # its hash, every other link goes to the clinic's website.
+            assert config.consultation_url in landed and set(landed) <= {config.consultation_url, config.website_url}
+        assert events(rt, "clicked") == []  # nobody left to count them for
+
+
+def test_a_click_that_cannot_be_matched_to_the_message_never_leaves_the_clinics_own_links():
+    from nurture.tracking import _url_hash, destination
+
+    own = ("https://clinic.example/consultation", "https://clinic.example")
+    article = "https://journal.example/ketamine"
+    assert destination([article], 0, _url_hash(article), own=own, default=own[1]) == article
+    assert destination([], 0, _url_hash(own[0]), own=own, default=own[1]) == own[0]  # template gone
+    assert destination([], 0, _url_hash(article), own=own, default=own[1]) == own[1]  # unknown now
+    assert destination([article], 0, _url_hash("https://evil.example"), own=own, default=own[1]) == own[1]

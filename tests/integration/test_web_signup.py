@@ -330,3 +330,165 @@ def test_nothing_is_half_written_when_the_database_refuses(client, runtime, monk
     with runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
         assert session.scalar(select(func.count()).select_from(ConsentEvent)) == 0
+
+
+# ------------------------------------------------------------------------- multipart/form-data
+
+def multipart(fields: list[tuple[str, str]], boundary: str = "nurture-test-boundary") -> tuple[bytes, dict]:
+    """A multipart/form-data body as browsers and mailbox providers send it."""
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+             for name, value in fields]
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+def confirmed_token(client, runtime, memory_transport) -> str:
+    signup(client)
+    client.post(confirm_link(sent_mail(client, memory_transport, 1)[0]))
+    return runtime.tokens.unsubscribe(rows(runtime, Subscriber)[0].id)
+
+
+def test_rfc8058_one_click_sent_as_multipart_unsubscribes(client, runtime, memory_transport):
+    # RFC 8058 section 3.1: the POST body SHOULD be multipart/form-data; Gmail and others send that.
+    token = confirmed_token(client, runtime, memory_transport)
+    body, headers = multipart([("List-Unsubscribe", "One-Click")])
+    response = client.post(f"/unsubscribe/{token}", content=body, headers=headers, follow_redirects=False)
+    assert response.status_code == 200 and "location" not in response.headers
+    assert rows(runtime, Subscriber)[0].status is Status.unsubscribed
+    [withdrawal] = [e for e in rows(runtime, ConsentEvent) if e.kind == "withdraw"]
+    assert withdrawal.source == "one-click"
+
+
+def test_multipart_forms_work_like_urlencoded_ones(client, runtime, memory_transport):
+    body, headers = multipart([("email", "multi@example.com"), ("consent", "on"), ("website", "")])
+    assert client.post("/subscribe", content=body, headers=headers).status_code == 200
+    token = runtime.tokens.unsubscribe(rows(runtime, Subscriber)[0].id)
+    body, headers = multipart([("scope", "newsletter")])
+    assert client.post(f"/unsubscribe/{token}", content=body, headers=headers).status_code == 200
+    subscriber = rows(runtime, Subscriber)[0]
+    assert (subscriber.email, subscriber.wants_series, subscriber.wants_newsletter) == (
+        "multi@example.com", True, False)
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        (multipart([("email", "a@example.com"), ("email", "b@example.com"), ("consent", "on")])[0],
+         "multipart/form-data; boundary=nurture-test-boundary", 422),
+        (b'--b\r\nContent-Disposition: form-data; name="email"; filename="list.csv"\r\n'
+         b"Content-Type: text/csv\r\n\r\na@example.com\r\n--b--\r\n", "multipart/form-data; boundary=b", 422),
+        (b"--b\r\nnot a part at all", "multipart/form-data; boundary=b", 400),
+        (b"email=a%40example.com&consent=on", "multipart/form-data", 400),  # no boundary
+        (b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\n\xff\xfe@example.com\r\n--b--\r\n',
+         "multipart/form-data; boundary=b", 400),
+    ],
+    ids=["field-twice", "file", "garbled", "no-boundary", "not-utf8"],
+)
+def test_malformed_multipart_bodies_get_a_clear_4xx_and_store_nothing(client, runtime, content, content_type,
+                                                                       status):
+    response = client.post("/subscribe", content=content, headers={"content-type": content_type})
+    assert response.status_code == status, response.text
+    assert rows(runtime, Subscriber) == []
+
+
+# --------------------------------------------------------------------------------- hostile JSON
+
+def test_deeply_nested_json_is_a_clear_400_not_a_crash(client, runtime):
+    depth = 5000  # well inside the 16 KiB limit, far past Python's recursion limit
+    for content in ('{"email": ' + "[" * depth + "]" * depth + ', "consent": true}', "[" * depth + "]" * depth):
+        response = client.post("/subscribe", content=content.encode(), headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert "nested" in response.json()["error"]
+    assert rows(runtime, Subscriber) == []
+
+
+def test_a_json_key_given_twice_is_refused_like_a_form_field_given_twice(client, runtime):
+    content = b'{"email": "twice@example.com", "consent": false, "consent": true}'
+    response = client.post("/subscribe", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json() == {"error": "The field consent was sent twice.", "field": "consent"}
+    assert rows(runtime, Subscriber) == [] and rows(runtime, ConsentEvent) == []
+
+
+def test_a_json_body_without_a_length_is_still_capped(client, runtime):
+    def chunks():
+        yield b'{"email": "big@example.com", "consent": true, "first_name": "'
+        for _ in range(20):
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = client.post("/subscribe", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert rows(runtime, Subscriber) == []
+
+
+# ---------------------------------------------------------------------------- forwarded headers
+
+def ledger_ips(runtime) -> list[str | None]:
+    return [event.ip for event in rows(runtime, ConsentEvent)]
+
+
+def test_forwarded_for_from_an_untrusted_client_is_ignored(client, runtime):
+    # The client fixture's peer (203.0.113.7) is not a trusted proxy: NURTURE_TRUSTED_PROXIES is unset.
+    signup(client, "one@example.com", timezone="UTC")
+    client.post("/subscribe", json={"email": "two@example.com", "consent": True},
+                headers={"x-forwarded-for": "198.51.100.20", "x-real-ip": "198.51.100.21"})
+    assert ledger_ips(runtime) == ["203.0.113.7", "203.0.113.7"]
+
+
+def proxied_client(tmp_path, database_url, memory_transport, clock, **settings):
+    from conftest import make_settings
+
+    from nurture.runtime import Runtime
+
+    rt = Runtime(make_settings(tmp_path, database_url, **settings), transport_override=memory_transport)
+    return rt, TestClient(create_app(rt, clock=clock, dispatch=False), client=("10.1.2.3", 40000))
+
+
+def test_forwarded_for_from_a_trusted_proxy_is_the_client_for_the_ledger_and_the_limit(
+    tmp_path, database_url, memory_transport, clock
+):
+    rt, proxied = proxied_client(tmp_path, database_url, memory_transport, clock,
+                                 trusted_proxies="10.0.0.0/8", subscribe_rate="2/minute")
+    with proxied:
+        def via(address, forwarded):
+            return proxied.post("/subscribe", json={"email": address, "consent": True},
+                                headers={"x-forwarded-for": forwarded})
+
+        codes = [via("a@example.com", "198.51.100.1").status_code,
+                 via("b@example.com", "203.0.113.50, 198.51.100.1").status_code,  # a client's own claim is skipped
+                 via("c@example.com", "198.51.100.1").status_code,
+                 via("d@example.com", "198.51.100.2").status_code]
+    try:
+        assert codes == [202, 202, 429, 202]
+        assert ledger_ips(rt) == ["198.51.100.1", "198.51.100.1", "198.51.100.2"]
+    finally:
+        rt.close()
+
+
+def test_the_admin_lockout_follows_the_same_rule(tmp_path, database_url, memory_transport, clock):
+    rt, proxied = proxied_client(tmp_path, database_url, memory_transport, clock,
+                                 trusted_proxies="10.1.2.3", admin_password="right password")
+    try:
+        with proxied:
+            for _ in range(10):
+                assert proxied.get("/admin", auth=("admin", "guess"),
+                                   headers={"x-forwarded-for": "198.51.100.66"}).status_code == 401
+            # The guesser is locked out; another person behind the same proxy is not.
+            right = ("admin", "right password")
+            locked = proxied.get("/admin", auth=right, headers={"x-forwarded-for": "198.51.100.66"})
+            other = proxied.get("/admin", auth=right, headers={"x-forwarded-for": "198.51.100.67"})
+        assert (locked.status_code, other.status_code) == (429, 200)
+    finally:
+        rt.close()
+
+    rt, direct = proxied_client(tmp_path, database_url, memory_transport, clock, admin_password="right password")
+    try:
+        with direct:
+            for i in range(10):  # a different made-up address each time changes nothing
+                direct.get("/admin", auth=("admin", "guess"), headers={"x-forwarded-for": f"198.51.100.{i}"})
+            response = direct.get("/admin", auth=("admin", "right password"),
+                                  headers={"x-forwarded-for": "198.51.100.99"})
+        assert response.status_code == 429
+    finally:
+        rt.close()

@@ -57,3 +57,68 @@ def test_missing_templates_are_one_clear_line(tmp_path):
     settings = load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_TEMPLATES_DIR": str(tmp_path / "nowhere")})
     with pytest.raises(ConfigError, match="^NURTURE_TEMPLATES_DIR: no email templates at"):
         settings.require_templates()
+
+
+LONG_SECRET = "k" * 32
+
+
+@pytest.mark.parametrize("secret", ["", "   ", "short", "k" * 31, "é" * 15])
+def test_production_refuses_a_secret_key_under_32_bytes(secret):
+    # Anyone who can guess the key can forge confirm and unsubscribe links.
+    with pytest.raises(ConfigError) as info:
+        load_settings({"NURTURE_ENV": "production", "NURTURE_SECRET_KEY": secret})
+    message = str(info.value)
+    assert message.startswith("NURTURE_SECRET_KEY:") and "32 bytes" in message and "\n" not in message
+    assert secret.strip() == "" or secret not in message
+
+
+def test_production_accepts_a_long_random_secret_and_dev_is_unchanged():
+    assert load_settings({"NURTURE_ENV": "production", "NURTURE_SECRET_KEY": LONG_SECRET}).secret == LONG_SECRET
+    assert load_settings({"NURTURE_SECRET_KEY": "k"}).secret == "k"  # development keeps short test keys
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "password"),
+    [
+        ("NURTURE_DATABASE_URL", "mysql://clinic:hunter2-db@db.example/nurture", "hunter2-db"),
+        ("NURTURE_SMTP_URL", "http://mailer:hunter2-smtp@mail.example:587", "hunter2-smtp"),
+        ("NURTURE_SMTP_URL", "smtq://mailer:p@ss/w#rd?@mail.example", "p@ss/w#rd?"),
+        ("NURTURE_SMTP_URL", "smtp://mailer:hunter2[@[::1", "hunter2["),
+        ("NURTURE_BOUNCE_IMAP_URL", "http://bounces:hunter2-imap@imap.example/INBOX", "hunter2-imap"),
+        ("NURTURE_BASE_URL", "ftp://admin:hunter2-base@clinic.example", "hunter2-base"),
+        ("NURTURE_WEBSITE_URL", "gopher://token-only-hunter2@clinic.example", "token-only-hunter2"),
+    ],
+)
+def test_config_errors_never_show_a_password_from_a_url(name, value, password):
+    with pytest.raises(ConfigError) as info:
+        load_settings({"NURTURE_SECRET_KEY": "k", name: value})
+    message = str(info.value)
+    assert message.startswith(name + ":") and "\n" not in message
+    assert password not in message and "***" in message
+
+
+def test_a_redacted_url_still_says_where_it_points():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_SMTP_URL": "http://mailer:secret@mail.example:587"})
+    assert "'http://mailer:***@mail.example:587'" in str(info.value)
+
+
+def test_a_bad_admin_password_value_is_never_echoed():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_ADMIN_PASSWORD": "hunter2\x00", "NURTURE_PORT": "x"})
+    assert "hunter2" not in str(info.value)
+
+
+def test_the_imap_url_must_be_imap():
+    assert load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_BOUNCE_IMAP_URL": "imaps://u:p@imap.example/INBOX"}
+                         ).bounce_imap_url == "imaps://u:p@imap.example/INBOX"
+
+
+def test_trusted_proxies_are_addresses_or_networks():
+    assert load_settings({"NURTURE_SECRET_KEY": "k"}).trusted_proxies == ()
+    settings = load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_TRUSTED_PROXIES": " 10.0.0.0/8, 192.0.2.7 ,::1,"})
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.0.2.7", "::1")
+    for bad in ("*", "proxy.example", "10.0.0.1/8", "300.1.1.1"):
+        with pytest.raises(ConfigError) as info:
+            load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_TRUSTED_PROXIES": bad})
+        assert str(info.value).startswith("NURTURE_TRUSTED_PROXIES:")

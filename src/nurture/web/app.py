@@ -2,24 +2,29 @@
 
 The domain modules never see HTTP: this module turns InvalidInput into a 4xx, and decides how
 each answer looks (a page for a browser form, JSON for an API client).
+
+The event loop never waits on the database or a file: a body is read on the loop (an async
+dependency), then the handler, a plain function, runs in the thread pool, so a signup waiting
+for a lock holds up only itself. The client's address is the peer's, or what X-Forwarded-For
+says when the peer is one of NURTURE_TRUSTED_PROXIES (applied here, not by the server, so the
+rule is the same under uvicorn and the test client, for the ledger, the limit and /admin).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from nurture import outbox, subscribers
 from nurture.db import transaction
@@ -29,13 +34,13 @@ from nurture.runtime import Runtime
 from nurture.sender import utcnow
 from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, ConfirmResult, RequestInfo
 from nurture.tokens import ExpiredToken, InvalidToken
-from nurture.tracking import links_in, resolve
+from nurture.tracking import Tracker, destination, links_in
 from nurture.validation import InvalidInput, Signup, parse_signup
 from nurture.web.admin import mount_admin
+from nurture.web.bodies import BadRequest, read_body
 from nurture.web.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
-MAX_BODY = 16 * 1024
 HERE = Path(__file__).parent
 
 SIGNUP_BODY_SCHEMA = {
@@ -52,10 +57,13 @@ SIGNUP_BODY_SCHEMA = {
 }
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.field = status, message, field
+async def form_or_json(request: Request) -> tuple[bool, dict]:
+    """The body as (is JSON, fields), read on the event loop before the handler's thread starts."""
+    return await read_body(request)
+
+
+async def form_json_or_nothing(request: Request) -> tuple[bool, dict]:
+    return await read_body(request, allow_empty=True)
 
 
 def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], datetime] = utcnow) -> FastAPI:
@@ -82,6 +90,8 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
                   description="Signup, double opt-in and unsubscribe for the clinic's email series.")
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
+    if settings.trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def page(name: str, status: int = 200, **context) -> HTMLResponse:
@@ -116,9 +126,13 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
     async def _validation(request: Request, exc: RequestValidationError):
         return JSONResponse({"error": "The request is malformed."}, status_code=400)
 
+    # The signup page is the same for everyone: rendered once, then served straight from the loop,
+    # so neither it nor /healthz needs a thread of the pool that slow requests may be holding.
+    blank_signup = signup_page().body
+
     @app.get("/", response_class=HTMLResponse, summary="The signup page")
-    def index():
-        return signup_page()
+    async def index():
+        return HTMLResponse(blank_signup, headers=_SECURITY_HEADERS)
 
     @app.post(
         "/subscribe",
@@ -127,15 +141,15 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/json": {"schema": SIGNUP_BODY_SCHEMA},
             "application/x-www-form-urlencoded": {"schema": SIGNUP_BODY_SCHEMA | {"additionalProperties": True}},
+            "multipart/form-data": {"schema": SIGNUP_BODY_SCHEMA | {"additionalProperties": True}},
         }}},
         responses={202: {"description": "Accepted: check your inbox"}, 415: {"description": "Not form or JSON"},
                    413: {"description": "Body over 16 KiB"}, 422: {"description": "Invalid input"},
                    429: {"description": "Too many signups from this address"}},
     )
-    async def subscribe(request: Request):
-        is_json, data = await _read_body(request)
-        ip = request.client.host if request.client else "?"
-        wait = limiter.hit(ip)
+    def subscribe(request: Request, body: tuple[bool, dict] = Depends(form_or_json)):
+        is_json, data = body
+        wait = limiter.hit(request.client.host if request.client else "?")
         if wait:
             retry = str(int(wait) + 1)
             if is_json:
@@ -177,7 +191,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
         return page("confirm.html", token=token)
 
     @app.post("/confirm/{token}", summary="Confirm the subscription (idempotent)")
-    async def confirm(token: str, request: Request):
+    def confirm(token: str, request: Request):
         now = clock()
         try:
             subscriber_id, round_ = runtime.tokens.read_confirm(token, now)
@@ -221,9 +235,9 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
         return page("unsubscribe.html", token=token, done=done, subscriber=subscriber)
 
     @app.post("/unsubscribe/{token}", summary="Unsubscribe; also RFC 8058 one-click (List-Unsubscribe=One-Click)")
-    async def unsubscribe(token: str, request: Request):
+    def unsubscribe(token: str, request: Request, body: tuple[bool, dict] = Depends(form_json_or_nothing)):
         subscriber_id = _unsubscribe_id(token)
-        _is_json, data = await _read_body(request, allow_empty=True)
+        _is_json, data = body
         one_click = data.get("List-Unsubscribe") == "One-Click"
         scope = "all" if one_click else str(data.get("scope", "all"))
         if scope not in subscribers.UNSUBSCRIBE_SCOPES:
@@ -245,26 +259,42 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
             raise BadRequest(404, "This unsubscribe link is not valid. Reply to any of our emails and "
                                   "we will remove you by hand.") from None
 
+    # Links in mail already sent keep working after click tracking is turned off: their tokens are
+    # still checked, the clicks are just no longer recorded.
+    clicks = sender.tracker or Tracker(settings.base_url, runtime.tokens)
+    own_links = (settings.consultation_url, settings.website_url)
+
     @app.get("/c/{token}", summary="A tracked link: redirects to a link of that email")
-    def click(token: str, request: Request):
-        if sender.tracker is None:
-            raise BadRequest(404, "This link is not valid.")
+    def click(token: str):
         try:
-            outbox_id, index, url_hash = sender.tracker.read_click(token)
+            outbox_id, index, url_hash = clicks.read_click(token)
         except InvalidToken:
             raise BadRequest(404, "This link is not valid.") from None
         now = clock()
-        with runtime.sessions() as session:
-            claim = outbox.claim_of(session, outbox_id)
-        if claim is None:
-            # The person's data was erased: the message can no longer be rebuilt.
-            return RedirectResponse(settings.website_url, status_code=302)
-        rendered, _recipient = sender.content(claim, now)
-        target = resolve(links_in(rendered.html), index, url_hash) or settings.website_url
-        with transaction(runtime.sessions) as session:
-            outbox.record_event(session, "clicked", now, subscriber_id=claim.subscriber_id, outbox_id=claim.id,
-                                detail=target)
+        target = settings.website_url
+        try:
+            with runtime.sessions() as session:
+                claim = outbox.claim_of(session, outbox_id)
+            # No claim: the person was erased or the message deleted; it cannot be rebuilt.
+            links = _links_of(claim, now) if claim is not None else []
+            target = destination(links, index, url_hash, own=own_links, default=settings.website_url)
+            if claim is not None and sender.tracker is not None:
+                with transaction(runtime.sessions) as session:
+                    outbox.record_event(session, "clicked", now, subscriber_id=claim.subscriber_id,
+                                        outbox_id=claim.id, detail=target)
+        except Exception:  # noqa: BLE001 - a reader's click always lands somewhere
+            log.exception("click on message %s: recording or resolving failed; sent to %s", outbox_id, target)
         return RedirectResponse(target, status_code=302, headers={"Referrer-Policy": "no-referrer"})
+
+    def _links_of(claim: outbox.Claim, now: datetime) -> list[str]:
+        """The message's links, rendered again; none when its template was renamed, removed or
+        broken since it was sent (which marketing may do), so the click falls back."""
+        try:
+            rendered, _recipient = sender.content(claim, now)
+        except Exception as exc:  # noqa: BLE001 - whatever the template's trouble, the click lands
+            log.warning("click on message %s: cannot render %s again (%s)", claim.id, claim.template, exc)
+            return []
+        return links_in(rendered.html)
 
     @app.get("/o/{token}", summary="Open pixel (only in emails that turned it on)")
     def opened(token: str):
@@ -281,8 +311,8 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
         return Response(_PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
 
     @app.get("/healthz", summary="Liveness")
-    def healthz():
-        return {"status": "ok"}
+    async def healthz():
+        return {"status": "ok"}  # answered by the event loop itself: it is alive if this is
 
     mount_admin(app, runtime, clock=clock)
     return app
@@ -304,41 +334,6 @@ def _wants_json(request: Request) -> bool:
     return content_type.startswith("application/json") or (
         "application/json" in request.headers.get("accept", "") and "text/html" not in request.headers.get("accept", "")
     )
-
-
-async def _read_body(request: Request, *, allow_empty: bool = False) -> tuple[bool, dict]:
-    """Read a form or JSON body of at most 16 KiB; anything else is a clear 4xx."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise BadRequest(413, f"The request body is larger than {MAX_BODY // 1024} KiB.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise BadRequest(413, f"The request body is larger than {MAX_BODY // 1024} KiB.")
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if not body and allow_empty:
-        return False, {}
-    if content_type == "application/json":
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest(400, "The body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise BadRequest(422, "The JSON body must be an object.")
-        return True, data
-    if content_type == "application/x-www-form-urlencoded":
-        try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
-        except UnicodeDecodeError:
-            raise BadRequest(400, "The form is not valid UTF-8.") from None
-        data: dict[str, str] = {}
-        for key, value in pairs:
-            if key in data:
-                raise BadRequest(422, f"The field {key} was sent twice.", key)
-            data[key] = value
-        return False, data
-    raise BadRequest(415, "Send the form (application/x-www-form-urlencoded) or JSON (application/json).")
 
 
 def _form_values(data: dict) -> dict:
