@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
-from nurture.journey import Window, key_of, marketing_history
+from nurture.journey import Window, key_of, marketing_history, replan
 from nurture.models import Broadcast, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.sequences import Sequence, Step
 
@@ -115,6 +115,9 @@ def cancel(session: Session, broadcast_id: int) -> int:
                OutboxMessage.state.in_((OutboxState.queued, OutboxState.retry, OutboxState.unknown)))
         .values(state=OutboxState.cancelled)
     )
+    # The newsletter no longer holds their day: a sequence step it pushed back may go sooner.
+    replan(session, session.scalars(select(OutboxMessage.subscriber_id).where(
+        OutboxMessage.key == _key(broadcast), OutboxMessage.state == OutboxState.cancelled)))
     return result.rowcount or 0
 
 

@@ -9,22 +9,33 @@ The rules (time is passed in; local times come from zoneinfo, everything is stor
 - Progress is the set of step keys the subscriber has an outbox row for. The next step is the
   first one placed after the furthest step they have had: a step inserted before that point is
   skipped for them, a removed step is never sent, and a re-ordered sequence sends nothing twice.
+
+A pass costs what is due, not the size of the list: each subscriber row keeps ``next_due_at``,
+an instant no later than their next step can go (indexed with status and wants_series). A pass
+plans only people whose instant has come, applies the rules above to them exactly as before, and
+stores their next instant. Anything that can bring a step earlier resets the instant to
+``UNPLANNED`` (a confirmation, a failed marketing email, a cancelled newsletter, an edit of the
+sequence or of the send window), so the next pass looks at that person again; anything that can
+only delay a step needs nothing, since a person looked at too early is simply given a later time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
-from nurture.models import OutboxMessage, Status, Subscriber
+from nurture.db import insert_or_not
+from nurture.models import NEVER, UNPLANNED, OutboxMessage, PlannerState, Status, Subscriber
 from nurture.sequences import Sequence, Step, TemplateFormatError, load_sequences
 
 log = logging.getLogger(__name__)
@@ -130,44 +141,86 @@ class Planner:
             return 0
         if sequence is None or not sequence.steps:
             return 0
+        self._replan_after_edits(session, sequence)
         planned = 0
-        after = 0
         while True:
-            # A page of subscribers at a time, so memory stays flat however many there are.
+            # A page of the people whose next instant has come. Each gets a later instant below,
+            # so the next query finds the next page, and memory stays flat whatever the list size.
             people = session.execute(
                 select(Subscriber.id, Subscriber.confirmed_at, Subscriber.timezone)
                 .where(
-                    Subscriber.id > after,
                     Subscriber.status == Status.confirmed,
                     Subscriber.wants_series.is_(True),
+                    Subscriber.next_due_at <= now,
                     Subscriber.confirmed_at <= now,
                 )
-                .order_by(Subscriber.id)
                 .limit(PLAN_PAGE)
             ).all()
             if not people:
                 return planned
-            after = people[-1][0]
             planned += self._plan_page(session, sequence, people, now)
 
     def _plan_page(self, session: Session, sequence: Sequence, people, now: datetime) -> int:
-        history = marketing_history(session, now, (people[0][0], people[-1][0]))
+        history = marketing_history(session, now, ids=[sid for sid, _, _ in people])
         rows = []
+        next_due = []
         for sid, confirmed_at, zone_name in people:
             zone = ZoneInfo(zone_name)
-            found = next_send(
-                sequence, confirmed_at=confirmed_at, zone=zone, done_keys=history.done.get(sid, set()),
-                last_marketing_at=history.last.get(sid), now=now, window=self.window,
-            )
-            if found is None or found[1] > now:
-                continue
-            if now.astimezone(zone).date() in {at.astimezone(zone).date() for at in history.upcoming.get(sid, ())}:
-                continue  # a newsletter goes to them later today: the sequence step waits a day
-            step = found[0]
-            rows.append(dict(subscriber_id=sid, key=key_of(step), template=step.template, due_at=now,
-                             track_opens=step.track_opens))
+            done = history.done.get(sid, set())
+            last = history.last.get(sid)
+            found = next_send(sequence, confirmed_at=confirmed_at, zone=zone, done_keys=done,
+                              last_marketing_at=last, now=now, window=self.window)
+            if found is not None and found[1] <= now:
+                if now.astimezone(zone).date() in {at.astimezone(zone).date() for at in history.upcoming.get(sid, ())}:
+                    # A newsletter goes to them later today: the sequence step waits a day.
+                    found = (found[0], self.window.opens(now.astimezone(zone).date() + timedelta(days=1), zone))
+                else:
+                    step = found[0]
+                    rows.append(dict(subscriber_id=sid, key=key_of(step), template=step.template, due_at=now,
+                                     track_opens=step.track_opens))
+                    found = next_send(sequence, confirmed_at=confirmed_at, zone=zone, done_keys=done | {key_of(step)},
+                                      last_marketing_at=now, now=now, window=self.window)
+            due = NEVER if found is None else found[1]
+            # Later than now, always: a pass must never find the same person twice.
+            next_due.append({"sid": sid, "due": max(due, now + timedelta(microseconds=1))})
         outbox.enqueue_many(session, rows, now=now)
+        table = Subscriber.__table__
+        session.execute(update(table).where(table.c.id == bindparam("sid")).values(next_due_at=bindparam("due")),
+                        next_due)
         return len(rows)
+
+    def fingerprint(self, sequence: Sequence) -> str:
+        """What the stored instants were computed from: the steps (key, place, delay) and the window."""
+        parts = [f"{s.key}:{s.position}:{s.delay_days}" for s in sequence.steps]
+        parts.append(f"window:{self.window.start}-{self.window.end}")
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    def _replan_after_edits(self, session: Session, sequence: Sequence) -> None:
+        """After marketing adds, removes or re-orders steps, changes a delay, or the window
+        changes, every stored instant may be too late: look at everyone once more."""
+        fingerprint = self.fingerprint(sequence)
+        stored = session.scalar(select(PlannerState.fingerprint).where(PlannerState.sequence == self.sequence_name))
+        if stored == fingerprint:
+            return
+        # Two senders may notice the change at once: both store it (an upsert) and both replan,
+        # which is harmless.
+        session.execute(insert_or_not(session, PlannerState).values(sequence=self.sequence_name, fingerprint=fingerprint)
+                        .on_conflict_do_update(index_elements=["sequence"], set_={"fingerprint": fingerprint}))
+        replan_everyone(session)
+        log.info("sequence %r or the send window changed: everyone's next step is computed again",
+                 self.sequence_name)
+
+
+def replan(session: Session, subscriber_ids: Iterable[int]) -> None:
+    """These people's next step may now be earlier than their stored instant: look again."""
+    ids = sorted(set(subscriber_ids))
+    for start in range(0, len(ids), 1000):
+        session.execute(update(Subscriber).where(Subscriber.id.in_(ids[start:start + 1000]))
+                        .values(next_due_at=UNPLANNED))
+
+
+def replan_everyone(session: Session) -> None:
+    session.execute(update(Subscriber).where(Subscriber.status == Status.confirmed).values(next_due_at=UNPLANNED))
 
 
 @dataclass
@@ -184,16 +237,18 @@ _ACTIVE = ("sent", "sending", "queued", "retry", "unknown")
 
 
 def marketing_history(
-    session: Session, now: datetime, id_range: tuple[int, int] | None = None
+    session: Session, now: datetime, id_range: tuple[int, int] | None = None, *, ids: list[int] | None = None
 ) -> MarketingHistory:
-    """One query over the marketing rows (sequence and newsletter) of everyone, or of the
-    subscribers whose ids are in ``id_range`` (inclusive)."""
+    """One query over the marketing rows (sequence and newsletter) of everyone, of the
+    subscribers whose ids are in ``id_range`` (inclusive), or of those in ``ids``."""
     history = MarketingHistory(defaultdict(set), {}, defaultdict(list))
     marketing = or_(OutboxMessage.key.startswith("seq:"), OutboxMessage.key.startswith("bcast:"))
     query = select(OutboxMessage.subscriber_id, OutboxMessage.key,
                    func.coalesce(OutboxMessage.sent_at, OutboxMessage.due_at), OutboxMessage.state).where(marketing)
     if id_range is not None:
         query = query.where(OutboxMessage.subscriber_id.between(*id_range))
+    if ids is not None:
+        query = query.where(OutboxMessage.subscriber_id.in_(ids))
     for sid, key, at, state in session.execute(query):
         if key.startswith("seq:"):
             history.done[sid].add(key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
@@ -47,6 +47,11 @@ class Base(DeclarativeBase):
     pass
 
 
+# Subscriber.next_due_at: "look at this person at the next pass", and "nothing more to plan".
+UNPLANNED = datetime(1970, 1, 1, tzinfo=timezone.utc)
+NEVER = datetime(9000, 1, 1, tzinfo=timezone.utc)  # far, yet clear of year 9999 in any time zone
+
+
 class Status(str, enum.Enum):
     pending = "pending"
     confirmed = "confirmed"
@@ -74,6 +79,8 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    # A pass plans only people whose next step may be due: one range of this index (journey.py).
+    __table_args__ = (Index("ix_subscribers_next_due", "status", "wants_series", "next_due_at"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     # Normalised address; NULL once erased. Uniqueness is on email_hash, which survives erasure
@@ -93,6 +100,8 @@ class Subscriber(Base):
     status_changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # Increases with each double opt-in round, so each confirmation email has its own outbox key.
     confirm_round: Mapped[int] = mapped_column(Integer, default=0)
+    # No later than the next sequence step can go (UNPLANNED: work it out at the next pass).
+    next_due_at: Mapped[datetime] = mapped_column(UtcDateTime, default=UNPLANNED)
 
 
 class ConsentEvent(Base):
@@ -153,6 +162,16 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     detail: Mapped[str | None] = mapped_column(String(512))
+
+
+class PlannerState(Base):
+    """What the stored ``next_due_at`` instants of a sequence were computed from (a hash of its
+    steps and the send window): when it changes, everyone is planned again."""
+
+    __tablename__ = "planner_state"
+
+    sequence: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
 
 
 class Broadcast(Base):

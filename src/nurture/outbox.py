@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from nurture.models import Event, OutboxMessage, OutboxState, Status, Subscriber
+from nurture.db import insert_or_not
+from nurture.models import UNPLANNED, Event, OutboxMessage, OutboxState, Status, Subscriber
 
 DEFAULT_LEASE = timedelta(minutes=5)
 _OPEN = (OutboxState.queued, OutboxState.retry, OutboxState.unknown)
@@ -79,9 +79,7 @@ def enqueue_many(session: Session, rows: Sequence[dict], *, now: datetime) -> No
         {"track_opens": False, **row, "state": OutboxState.queued, "created_at": now, "attempts": 0, "unknowns": 0}
         for row in rows
     ]
-    dialect = session.get_bind().dialect.name
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(OutboxMessage)
-    session.execute(statement.on_conflict_do_nothing(index_elements=["subscriber_id", "key"]), values)
+    session.execute(insert_or_not(session, OutboxMessage).on_conflict_do_nothing(index_elements=["subscriber_id", "key"]), values)
 
 
 def wanted(key: str, status: Status, wants_series: bool, wants_newsletter: bool) -> bool:
@@ -268,6 +266,10 @@ def suppress_unwanted(session: Session, ids: Iterable[int]) -> None:
             .where(OutboxMessage.id.in_(ids))
             .values(state=OutboxState.suppressed, worker=None, lease_until=None)
         )
+        # A newsletter that no longer holds its day may let a sequence step go sooner.
+        session.execute(update(Subscriber).where(Subscriber.id.in_(
+            select(OutboxMessage.subscriber_id).where(OutboxMessage.id.in_(ids), OutboxMessage.key.startswith("bcast:"))
+        )).values(next_due_at=UNPLANNED))
 
 
 def release(session: Session, *, worker: str, ids: Iterable[int] | None = None) -> int:
@@ -301,20 +303,33 @@ def cancel_pending(session: Session, subscriber_id: int, prefixes: tuple[str, ..
         )
         .values(state=OutboxState.suppressed)
     )
+    if "bcast:" in prefixes:
+        # A cancelled newsletter no longer holds a day: their next step may go sooner.
+        session.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(next_due_at=UNPLANNED))
 
 
 def recent_rates(session: Session, *, since: datetime) -> tuple[int, int]:
-    """(distinct complainers, emails sent) since ``since``, from the events table.
+    """(distinct complainers, emails sent) since ``since``, from the events table."""
+    return recent_complainers(session, since=since), recent_sent(session, since=since)
 
-    People, not reports: a provider may relay one person's complaint several times, and one
+
+def recent_complainers(session: Session, *, since: datetime) -> int:
+    """People, not reports: a provider may relay one person's complaint several times, and one
     angry reader must not weigh like four. Only verified complaints are "complained" events
     (an untrusted report is recorded as "unverified"), so a forgery counts for nothing."""
-    complainers = session.scalar(
+    return session.scalar(
         select(func.count(func.distinct(Event.subscriber_id)))
         .where(Event.kind == "complained", Event.created_at >= since)
-    )
-    sent = session.scalar(select(func.count()).select_from(Event).where(Event.kind == "sent", Event.created_at >= since))
-    return complainers or 0, sent or 0
+    ) or 0
+
+
+def recent_sent(session: Session, *, since: datetime, at_most: int | None = None) -> int:
+    """Emails sent since ``since``; counting stops at ``at_most``, so a question such as "were
+    there at least k?" costs k index entries, not a week of sending."""
+    sent = select(Event.id).where(Event.kind == "sent", Event.created_at >= since)
+    if at_most is not None:
+        sent = sent.limit(at_most)
+    return session.scalar(select(func.count()).select_from(sent.subquery())) or 0
 
 
 def record_event(

@@ -16,7 +16,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
-from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
+from nurture.models import UNPLANNED, ConsentEvent, OutboxMessage, Status, Subscriber
 from nurture.validation import Signup, email_hash
 
 # The exact words shown beside the consent checkbox, by version. Never edit a published version:
@@ -184,6 +184,7 @@ def confirm(
         return ConfirmResult.not_pending
     _set_status(subscriber, Status.confirmed, now)
     subscriber.confirmed_at = now
+    subscriber.next_due_at = UNPLANNED  # their first step is worked out by the next pass
     last_signup = session.scalar(
         select(ConsentEvent.wording_version)
         .where(ConsentEvent.subscriber_id == subscriber.id, ConsentEvent.kind == "signup")
