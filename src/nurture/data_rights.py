@@ -3,8 +3,9 @@ them, and have it erased.
 
 Erasure removes what identifies the person and keeps what the clinic must be able to show: the
 consent ledger's facts (when, how, which wording), the counts behind the reports, and the
-address's hash as a tombstone, so no later import or old list can re-add the address. Only the
-person can come back, by signing up again through the double opt-in.
+address's keyed hash as a tombstone (HMAC under a pepper kept in the database, so a copy of the
+database cannot be checked against guessed addresses), so no later import or old list can re-add
+the address. Only the person can come back, by signing up again through the double opt-in.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from sqlalchemy.orm import Session
 
 from nurture import outbox
 from nurture.models import Broadcast, ConsentEvent, Event, OutboxMessage, Status
-from nurture.subscribers import find_by_email
+from nurture.subscribers import find_by_email, stored_hash
 from nurture.validation import normalise_email
 
-FORMAT = "nurture-personal-data/1"
+FORMAT = "nurture-personal-data/2"  # 2: email_hash (keyed) replaced email_sha256
 ERASED_TIMEZONE = "UTC"
 
 
@@ -55,7 +56,7 @@ def export_personal(session: Session, email: str) -> dict[str, Any] | None:
         "format": FORMAT,
         "subscriber": {
             "email": subscriber.email,
-            "email_sha256": subscriber.email_hash,
+            "email_hash": subscriber.email_hash,
             "first_name": subscriber.first_name,
             "timezone": subscriber.timezone,
             "status": subscriber.status.value,
@@ -126,6 +127,8 @@ def erase(session: Session, email: str, *, now: datetime) -> bool:
     if subscriber is None or subscriber.status is Status.erased:
         return False
     sid = subscriber.id
+    # The tombstone is what stays: keyed, even on a row an older process wrote with the plain hash.
+    subscriber.email_hash = stored_hash(session, address)
     subscriber.email = None
     subscriber.first_name = None
     subscriber.timezone = ERASED_TIMEZONE

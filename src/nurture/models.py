@@ -188,3 +188,17 @@ class Broadcast(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     track_opens: Mapped[bool] = mapped_column(default=False)
     recipients: Mapped[int] = mapped_column(Integer, default=0)
+
+
+TOMBSTONE_PEPPER = "tombstone_pepper"
+
+
+class AppSecret(Base):
+    """Secrets this installation keeps in its own database, made once by a migration and never
+    rotated with NURTURE_SECRET_KEY: ``tombstone_pepper`` (32 random bytes, hex), the key of
+    ``Subscriber.email_hash``, which must stay the same for as long as a tombstone exists."""
+
+    __tablename__ = "app_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))

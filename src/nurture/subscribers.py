@@ -11,13 +11,14 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
-from nurture.models import UNPLANNED, ConsentEvent, OutboxMessage, Status, Subscriber
-from nurture.validation import Signup, email_hash
+from nurture.models import UNPLANNED, TOMBSTONE_PEPPER, AppSecret, ConsentEvent, OutboxMessage, Status, Subscriber
+from nurture.validation import Signup, email_hash, keyed_email_hash
 
 # The exact words shown beside the consent checkbox, by version. Never edit a published version:
 # add a new one, so the ledger can always show what a person agreed to.
@@ -50,8 +51,46 @@ class SignupOutcome:
     confirmation_queued: bool
 
 
+class PepperMissing(RuntimeError):
+    """The database has no tombstone pepper: its schema predates migration 0003."""
+
+
+# One pepper per database, read on first use and kept for the life of the engine (so per process):
+# a signup must not cost a query for it.
+_peppers: WeakKeyDictionary[Engine, bytes] = WeakKeyDictionary()
+
+
+def tombstone_pepper(session: Session) -> bytes:
+    """The key of the stored address hashes: made once, at random, by migration 0003 and kept in
+    the database, so rotating NURTURE_SECRET_KEY never orphans a tombstone."""
+    engine = session.get_bind()
+    pepper = _peppers.get(engine)
+    if pepper is None:
+        value = session.scalar(select(AppSecret.value).where(AppSecret.name == TOMBSTONE_PEPPER))
+        if value is None:
+            raise PepperMissing("the database has no tombstone pepper: run `nurture db upgrade`")
+        pepper = _peppers[engine] = bytes.fromhex(value)
+    return pepper
+
+
+def stored_hash(session: Session, normalised_email: str) -> str:
+    """The hash to store for an address (``Subscriber.email_hash``)."""
+    return keyed_email_hash(normalised_email, tombstone_pepper(session))
+
+
+def hashes_to_match(session: Session, normalised_email: str) -> tuple[str, str]:
+    """Every hash a row of this address can have: the keyed one, and the plain one a process still
+    on the previous version may have written while the database was being upgraded."""
+    return stored_hash(session, normalised_email), email_hash(normalised_email)
+
+
 def find_by_email(session: Session, normalised_email: str) -> Subscriber | None:
-    return session.scalar(select(Subscriber).where(Subscriber.email_hash == email_hash(normalised_email)))
+    keyed, plain = hashes_to_match(session, normalised_email)
+    # Should both exist (an old process added the address again mid-upgrade), the keyed row wins.
+    return session.scalar(
+        select(Subscriber).where(Subscriber.email_hash.in_((keyed, plain)))
+        .order_by((Subscriber.email_hash == keyed).desc()).limit(1)
+    )
 
 
 def subscribe(
@@ -102,10 +141,10 @@ def subscribe(
     return SignupOutcome(subscriber.id, True)
 
 
-def _new_subscriber(signup: Signup, *, status: Status, now: datetime, default_timezone: str,
+def _new_subscriber(session: Session, signup: Signup, *, status: Status, now: datetime, default_timezone: str,
                     confirm_round: int) -> dict:
     """The column values of a new subscriber (for the form's signup and for imports alike)."""
-    return dict(email=signup.email, email_hash=email_hash(signup.email), first_name=signup.first_name,
+    return dict(email=signup.email, email_hash=stored_hash(session, signup.email), first_name=signup.first_name,
                 timezone=signup.timezone or default_timezone, status=status, wants_series=True,
                 wants_newsletter=True, sequence="nurture", tags=[], created_at=now, updated_at=now,
                 status_changed_at=now, confirmed_at=now if status is Status.confirmed else None,
@@ -117,7 +156,7 @@ def _first_signup(
 ) -> SignupOutcome:
     """A new address: three plain INSERTs (the hot path of the signup endpoint, so no ORM unit of
     work); no rate check is needed, since nothing was ever sent to it."""
-    values = _new_subscriber(signup, status=Status.pending, now=now, default_timezone=default_timezone,
+    values = _new_subscriber(session, signup, status=Status.pending, now=now, default_timezone=default_timezone,
                              confirm_round=1)
     subscriber_id = session.scalar(insert(Subscriber).values(**values).returning(Subscriber.id))
     _record_consent(session, subscriber_id, "signup", now, request, signup.consent_version)
@@ -134,8 +173,8 @@ def add_confirmed(
     consent ledger with the current wording and ``source`` saying how consent was obtained, so
     the ledger can answer for it. The caller checks first that none of the addresses exist."""
     created = [
-        Subscriber(**_new_subscriber(person, status=Status.confirmed, now=now, default_timezone=default_timezone,
-                                     confirm_round=0))
+        Subscriber(**_new_subscriber(session, person, status=Status.confirmed, now=now,
+                                     default_timezone=default_timezone, confirm_round=0))
         for person in people
     ]
     session.add_all(created)

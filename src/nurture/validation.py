@@ -7,6 +7,7 @@ understands; the web layer turns it into a 4xx. Nothing here touches the databas
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -68,8 +69,19 @@ def normalise_email(raw: object) -> str:
 
 
 def email_hash(normalised_email: str) -> str:
-    """The identity of an address, kept after erasure so an erased address stays suppressed."""
+    """The plain SHA-256 of an address: what the keyed hash is computed over, and what versions
+    before migration 0003 stored. Never stored now: anyone can compute it from a guessed address."""
     return hashlib.sha256(normalised_email.encode()).hexdigest()
+
+
+def keyed_email_hash(normalised_email: str, pepper: bytes) -> str:
+    """The identity of an address as stored (``Subscriber.email_hash``, kept after erasure so an
+    erased address stays suppressed): HMAC-SHA256 under the database's pepper, so a dump of the
+    database cannot be checked against guessed addresses.
+
+    It is computed over the plain hash rather than the address, so that migration 0003 could key
+    the tombstones of people already erased, whose address is gone but whose plain hash was kept."""
+    return hmac.new(pepper, email_hash(normalised_email).encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def clean_name(raw: object) -> str | None:

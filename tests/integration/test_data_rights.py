@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from factories import REQUEST, confirmed
-from nurture import data_rights, outbox
+from nurture import data_rights, outbox, subscribers
 from nurture.db import transaction
 from nurture.models import Broadcast, OutboxMessage, OutboxState
 from nurture.subscriber_files import import_csv
@@ -69,7 +69,9 @@ def test_export_personal_holds_everything_including_the_ledger(sessions, ann):
     assert json.loads(json.dumps(data)) == data  # JSON-ready as it is
     person = data["subscriber"]
     assert (person["email"], person["first_name"], person["status"]) == (ADDRESS, "Ann", "confirmed")
-    assert person["email_sha256"] == email_hash(ADDRESS)
+    with sessions() as session:
+        assert person["email_hash"] == subscribers.stored_hash(session, ADDRESS)
+    assert data["format"] == "nurture-personal-data/2"
     assert person["confirmed_at"] == (T0 - timedelta(days=3)).isoformat()
     assert [(c["kind"], c["source"], c["ip"], c["user_agent"], c["wording_version"], c["wording"])
             for c in data["consent"]] == [
@@ -95,9 +97,11 @@ def test_erase_removes_personal_data_and_keeps_the_tombstone_and_counts(sessions
                            "(SELECT count(*) FROM consent_events)")[0]
     with transaction(sessions) as session:
         assert data_rights.erase(session, "ann.patient@EXAMPLE.com", now=T0) is True
+        tombstone = subscribers.stored_hash(session, ADDRESS)
 
+    assert tombstone != email_hash(ADDRESS)  # keyed: a guessed address hashed alone matches nothing
     assert raw(sessions, "SELECT email, first_name, email_hash, status, status_changed_at IS NOT NULL, CAST(tags AS TEXT) "
-                         "FROM subscribers") == [(None, None, email_hash(ADDRESS), "erased", True, "[]")]
+                         "FROM subscribers") == [(None, None, tombstone, "erased", True, "[]")]
     ledger = raw(sessions, "SELECT kind, source, ip, user_agent, wording_version, wording IS NOT NULL "
                            "FROM consent_events ORDER BY id")
     assert ledger == [
