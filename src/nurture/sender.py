@@ -352,12 +352,15 @@ class Sender:
         return outcomes, suppressed
 
     def _still_wanted(self, claims: list[Claim]) -> tuple[set[int], list[int]]:
-        """Ids whose subscriber still wants them; the others are suppressed, never sent."""
+        """Ids whose subscriber still wants them; the others are suppressed, never sent. A read,
+        so it never queues for SQLite's write lock unless someone left."""
         def check() -> tuple[set[int], list[int]]:
-            with transaction(self.sessions) as session:
+            with self.sessions() as session:
                 wanted = outbox.still_wanted(session, claims)
-                unwanted = [c.id for c in claims if c.id not in wanted]
-                outbox.suppress_unwanted(session, unwanted)
+            unwanted = [c.id for c in claims if c.id not in wanted]
+            if unwanted:
+                with transaction(self.sessions) as session:
+                    outbox.suppress_unwanted(session, unwanted)
             return wanted, unwanted
         return self._db("checking who still wants their mail", check)
 
