@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
 from nurture.config import load_settings
@@ -21,6 +23,12 @@ from nurture.runtime import Runtime
 from nurture.transports import MemoryTransport
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/smtpd.py, tests/browser helpers
+
+# Property tests count examples, not seconds: on a busy 2-core CI machine generation can be slow,
+# and that says nothing about the code under test.
+hypothesis_settings.register_profile("nurture", deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+hypothesis_settings.load_profile("nurture")
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates" / "emails"
