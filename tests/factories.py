@@ -26,13 +26,13 @@ def confirmed(sessions, address: str, at: datetime, zone: str = "America/Chicago
 
 def bulk_confirmed(sessions, count: int, at: datetime, zone: str = "America/Chicago", prefix: str = "r") -> None:
     """Many confirmed subscribers at once (no confirmation emails queued), for load tests."""
-    from nurture.validation import email_hash
+    from nurture.subscribers import stored_hash
 
     with transaction(sessions) as session:
         session.execute(
             Subscriber.__table__.insert(),
             [
-                dict(email=f"{prefix}{i}@example.com", email_hash=email_hash(f"{prefix}{i}@example.com"),
+                dict(email=f"{prefix}{i}@example.com", email_hash=stored_hash(session, f"{prefix}{i}@example.com"),
                      first_name=f"N{i}", timezone=zone, status=Status.confirmed, wants_series=True,
                      wants_newsletter=True, sequence="nurture", tags=[], created_at=at, updated_at=at,
                      confirmed_at=at, status_changed_at=at, confirm_round=1)

@@ -161,8 +161,11 @@ def demo(sessions, now: datetime = NOW, days: int = 60, seed: int = 7) -> None:
     import random
 
     from nurture.models import Subscriber
-    from nurture.validation import email_hash
+    from nurture.subscribers import tombstone_pepper
+    from nurture.validation import keyed_email_hash
 
+    with sessions() as session:
+        pepper = tombstone_pepper(session)
     rng = random.Random(seed)
     delays = (0, 2, 5, 8)
     people, rows, events = [], [], []
@@ -175,7 +178,7 @@ def demo(sessions, now: datetime = NOW, days: int = 60, seed: int = 7) -> None:
                 continue
             address = f"{rng.choice(NAMES)}.{len(people) + 1}@example.com"
             ok = rng.random() < 0.82
-            people.append(dict(email=address, email_hash=email_hash(address), first_name=None,
+            people.append(dict(email=address, email_hash=keyed_email_hash(address, pepper), first_name=None,
                                timezone=rng.choice(("America/Chicago", "America/New_York", "America/Denver")),
                                status=Status.confirmed if ok else Status.pending, wants_series=True,
                                wants_newsletter=True, sequence="nurture", tags=[], created_at=at, updated_at=at,
