@@ -132,33 +132,42 @@ class Planner:
         return load_sequences(self.templates_dir).get(self.sequence_name)
 
     def __call__(self, session: Session, now: datetime) -> int:
+        """Queue every step due at ``now``, in this one transaction; returns how many."""
+        planned, more = 0, True
+        while more:
+            count, more = self.plan_some(session, now)
+            planned += count
+        return planned
+
+    def plan_some(self, session: Session, now: datetime) -> tuple[int, bool]:
+        """Queue the steps due at ``now`` for one page of people; returns how many, and whether
+        more people may be due. The sender gives each page its own short transaction, so even
+        planning everyone again (after an edit) never holds the database's write lock for long."""
         try:
             sequence = self.sequence()
         except (TemplateFormatError, OSError) as exc:
             # A mistake in a template holds back new sequence steps only; confirmations, retries
             # and broadcasts already queued still go. `nurture templates validate` shows the fix.
             log.error("sequence %r not planned this pass: %s", self.sequence_name, exc)
-            return 0
+            return 0, False
         if sequence is None or not sequence.steps:
-            return 0
+            return 0, False
         self._replan_after_edits(session, sequence)
-        planned = 0
-        while True:
-            # A page of the people whose next instant has come. Each gets a later instant below,
-            # so the next query finds the next page, and memory stays flat whatever the list size.
-            people = session.execute(
-                select(Subscriber.id, Subscriber.confirmed_at, Subscriber.timezone)
-                .where(
-                    Subscriber.status == Status.confirmed,
-                    Subscriber.wants_series.is_(True),
-                    Subscriber.next_due_at <= now,
-                    Subscriber.confirmed_at <= now,
-                )
-                .limit(PLAN_PAGE)
-            ).all()
-            if not people:
-                return planned
-            planned += self._plan_page(session, sequence, people, now)
+        # The people whose next instant has come. Each gets a later instant in _plan_page, so the
+        # next query finds the next page, and memory stays flat whatever the size of the list.
+        people = session.execute(
+            select(Subscriber.id, Subscriber.confirmed_at, Subscriber.timezone)
+            .where(
+                Subscriber.status == Status.confirmed,
+                Subscriber.wants_series.is_(True),
+                Subscriber.next_due_at <= now,
+                Subscriber.confirmed_at <= now,
+            )
+            .limit(PLAN_PAGE)
+        ).all()
+        if not people:
+            return 0, False
+        return self._plan_page(session, sequence, people, now), len(people) == PLAN_PAGE
 
     def _plan_page(self, session: Session, sequence: Sequence, people, now: datetime) -> int:
         history = marketing_history(session, now, ids=[sid for sid, _, _ in people])

@@ -37,7 +37,7 @@ from email.utils import parseaddr
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from nurture import outbox, subscribers
+from nurture import journey, outbox, subscribers
 from nurture.db import DatabaseUnavailable, retrying, transaction
 from nurture.journey import replan
 from nurture.leases import Leases
@@ -141,7 +141,6 @@ class MailSettings:
         return sender_domain(self.from_header)
 
 
-Planner = Callable[[Session, datetime], int]
 T = TypeVar("T")
 
 
@@ -152,7 +151,7 @@ class Sender:
     transport: Transport
     links: Links
     settings: MailSettings
-    planner: Planner | None = None
+    planner: journey.Planner | None = None
     tracker: Tracker | None = None
     pacer: Pacer = field(default_factory=Pacer)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
@@ -174,7 +173,7 @@ class Sender:
         so none of them idles while the next batch is claimed."""
         summary = PassSummary()
         if self.planner is not None and key_prefix is None:
-            summary.planned = self._db("planning what is due", lambda: self._plan(now))
+            summary.planned = self._plan(now)
         if key_prefix is None or not key_prefix.startswith("sys:"):
             self._check_complaints(now)
         threads = max(1, self.settings.threads)
@@ -234,9 +233,17 @@ class Sender:
             raise DatabaseDown(f"database unreachable while {exc}") from None
 
     def _plan(self, now: datetime) -> int:
+        """Queue the steps due at ``now``, a page of people per transaction."""
         assert self.planner is not None
-        with transaction(self.sessions) as session:
-            return self.planner(session, now)
+
+        def page() -> tuple[int, bool]:
+            with transaction(self.sessions) as session:
+                return self.planner.plan_some(session, now)
+        planned, more = 0, True
+        while more:
+            count, more = self._db("planning what is due", page)
+            planned += count
+        return planned
 
     def _renew(self, until: datetime) -> set[int]:
         def renew() -> set[int]:
