@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python bench/bench_render.py
 	$(BIN)/python bench/bench_signup.py
 	$(BIN)/python bench/bench_send.py
+	$(BIN)/python bench/bench_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
