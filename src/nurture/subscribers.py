@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
-from nurture.models import UNPLANNED, TOMBSTONE_PEPPER, AppSecret, ConsentEvent, OutboxMessage, Status, Subscriber
+from nurture.models import (UNPLANNED, TOMBSTONE_PEPPER, AppSecret, ConsentEvent, OutboxMessage, OutboxState, Status,
+                            Subscriber)
 from nurture.validation import Signup, email_hash, keyed_email_hash
 
 # The exact words shown beside the consent checkbox, by version. Never edit a published version:
@@ -49,6 +50,15 @@ class RequestInfo:
 class SignupOutcome:
     subscriber_id: int | None
     confirmation_queued: bool
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    """One signup as it arrived: what the person sent, who sent it, and when."""
+
+    signup: Signup
+    request: RequestInfo
+    now: datetime
 
 
 class PepperMissing(RuntimeError):
@@ -141,27 +151,106 @@ def subscribe(
     return SignupOutcome(subscriber.id, True)
 
 
+def subscribe_many(
+    session: Session, requests: Sequence[SignupRequest], *, default_timezone: str, confirmations_per_day: int
+) -> list[SignupOutcome]:
+    """``subscribe`` for several signups in one transaction, in order and by the same rules (the
+    web's group commit). Addresses never seen before, nearly every signup, cost one query to
+    find that out and three multi-row INSERTs for the whole group; any other address, or one
+    that comes twice in the group, goes through ``subscribe`` once the new rows before it exist,
+    so it sees them."""
+    outcomes: list[SignupOutcome] = [SignupOutcome(None, False)] * len(requests)  # the honeypot's
+    pepper = tombstone_pepper(session) if requests else b""
+    hashes: dict[int, tuple[str, str]] = {}
+    for index, item in enumerate(requests):
+        if not item.signup.honeypot_filled:
+            hashes[index] = (keyed_email_hash(item.signup.email, pepper), email_hash(item.signup.email))
+    known = set(session.connection().execute(_KNOWN_HASHES, {"hashes": [h for pair in hashes.values() for h in pair]})
+                .scalars()) if hashes else set()
+    fresh: list[int] = []
+    seen: set[str] = set()
+
+    def insert_fresh() -> None:
+        ids = _insert_new_signups(session, [(requests[i], hashes[i][0]) for i in fresh],
+                                  default_timezone=default_timezone)
+        for index, subscriber_id in zip(fresh, ids):
+            outcomes[index] = SignupOutcome(subscriber_id, True)
+        fresh.clear()
+
+    for index, item in enumerate(requests):
+        if index not in hashes:
+            continue
+        keyed, plain = hashes[index]
+        if keyed in known or plain in known or keyed in seen:
+            if fresh:
+                insert_fresh()
+            outcomes[index] = subscribe(session, item.signup, now=item.now, request=item.request,
+                                        default_timezone=default_timezone, confirmations_per_day=confirmations_per_day)
+        else:
+            seen.add(keyed)
+            fresh.append(index)
+    if fresh:
+        insert_fresh()
+    return outcomes
+
+
 def _new_subscriber(session: Session, signup: Signup, *, status: Status, now: datetime, default_timezone: str,
-                    confirm_round: int) -> dict:
-    """The column values of a new subscriber (for the form's signup and for imports alike)."""
-    return dict(email=signup.email, email_hash=stored_hash(session, signup.email), first_name=signup.first_name,
-                timezone=signup.timezone or default_timezone, status=status, wants_series=True,
-                wants_newsletter=True, sequence="nurture", tags=[], created_at=now, updated_at=now,
+                    confirm_round: int, stored: str | None = None) -> dict:
+    """The column values of a new subscriber (for the form's signup and for imports alike);
+    ``stored`` is the address's stored hash when the caller has it already."""
+    return dict(email=signup.email, email_hash=stored or stored_hash(session, signup.email),
+                first_name=signup.first_name, timezone=signup.timezone or default_timezone, status=status,
+                wants_series=True, wants_newsletter=True, sequence="nurture", tags=[], created_at=now, updated_at=now,
                 status_changed_at=now, confirmed_at=now if status is Status.confirmed else None,
                 confirm_round=confirm_round)
+
+
+# The signup's own statements, built once so their compiled forms are cached: Core INSERTs of the
+# tables (no ORM unit of work, no per-call statement construction or cache-key generation), each
+# run with a list of rows, one multi-row statement for a whole group.
+_KNOWN_HASHES = select(Subscriber.email_hash).where(Subscriber.email_hash.in_(bindparam("hashes", expanding=True)))
+# The new ids come back with their rows' unique hashes and are matched by them: asking for them
+# in the order of the rows instead makes SQLite send one INSERT per row.
+_INSERT_SUBSCRIBERS = insert(Subscriber.__table__).returning(Subscriber.__table__.c.email_hash,
+                                                             Subscriber.__table__.c.id)
+_INSERT_CONSENT = insert(ConsentEvent.__table__)
+_INSERT_OUTBOX = insert(OutboxMessage.__table__)
+
+
+def _insert_new_signups(
+    session: Session, entries: Sequence[tuple[SignupRequest, str]], *, default_timezone: str
+) -> list[int]:
+    """New pending subscribers (with their stored hashes), each with a signup row in the consent
+    ledger and its first confirmation email queued; their ids, in order. The caller knows the
+    addresses are new, so nothing was ever sent to them and no rate check applies."""
+    connection = session.connection()
+    created = {stored: subscriber_id for stored, subscriber_id in connection.execute(_INSERT_SUBSCRIBERS, [
+        _new_subscriber(session, item.signup, status=Status.pending, now=item.now,
+                        default_timezone=default_timezone, confirm_round=1, stored=stored)
+        for item, stored in entries
+    ])}
+    ids = [created[stored] for _item, stored in entries]
+    connection.execute(_INSERT_CONSENT, [
+        _consent_values(subscriber_id, "signup", item.now, item.request, item.signup.consent_version)
+        for (item, _stored), subscriber_id in zip(entries, ids)
+    ])
+    # The row outbox.enqueue writes for "sys:confirm:1" (tests/integration/test_signup_group_commit.py
+    # checks the two stay alike); a new subscriber has no row with that key, so no ON CONFLICT.
+    connection.execute(_INSERT_OUTBOX, [
+        dict(subscriber_id=subscriber_id, key="sys:confirm:1", template=CONFIRM_TEMPLATE, due_at=item.now,
+             track_opens=False, state=OutboxState.queued, created_at=item.now, attempts=0, unknowns=0)
+        for (item, _stored), subscriber_id in zip(entries, ids)
+    ])
+    return ids
 
 
 def _first_signup(
     session: Session, signup: Signup, *, now: datetime, request: RequestInfo, default_timezone: str
 ) -> SignupOutcome:
-    """A new address: three plain INSERTs (the hot path of the signup endpoint, so no ORM unit of
-    work); no rate check is needed, since nothing was ever sent to it."""
-    values = _new_subscriber(session, signup, status=Status.pending, now=now, default_timezone=default_timezone,
-                             confirm_round=1)
-    subscriber_id = session.scalar(insert(Subscriber).values(**values).returning(Subscriber.id))
-    _record_consent(session, subscriber_id, "signup", now, request, signup.consent_version)
-    outbox.enqueue(session, subscriber_id=subscriber_id, key="sys:confirm:1", template=CONFIRM_TEMPLATE,
-                   due_at=now, now=now)
+    """A new address: three plain INSERTs (no ORM unit of work); no rate check is needed, since
+    nothing was ever sent to it."""
+    entry = (SignupRequest(signup, request, now), stored_hash(session, signup.email))
+    [subscriber_id] = _insert_new_signups(session, [entry], default_timezone=default_timezone)
     return SignupOutcome(subscriber_id, True)
 
 
@@ -289,20 +378,26 @@ def _record_consent(
     *,
     scope: str = "all",
 ) -> None:
+    session.execute(insert(ConsentEvent).values(**_consent_values(subscriber_id, kind, now, request, version,
+                                                                   scope=scope)))
+
+
+def _consent_values(
+    subscriber_id: int, kind: str, now: datetime, request: RequestInfo, version: str | None, *, scope: str = "all"
+) -> dict:
+    """A consent-ledger row: who, when, from where, and the exact wording of the version agreed to."""
     if kind in ("signup", "confirm") and version not in CONSENT_WORDINGS:
         version = CONSENT_VERSION
-    session.execute(
-        insert(ConsentEvent).values(
-            subscriber_id=subscriber_id,
-            kind=kind,
-            scope=scope,
-            created_at=now,
-            ip=request.ip,
-            user_agent=(request.user_agent or "")[:512] or None,
-            source=request.source,
-            wording=CONSENT_WORDINGS.get(version) if version else None,
-            wording_version=version,
-        )
+    return dict(
+        subscriber_id=subscriber_id,
+        kind=kind,
+        scope=scope,
+        created_at=now,
+        ip=request.ip,
+        user_agent=(request.user_agent or "")[:512] or None,
+        source=request.source,
+        wording=CONSENT_WORDINGS.get(version) if version else None,
+        wording_version=version,
     )
 
 

@@ -4,6 +4,7 @@ what only shows with a real server in front of the app, the event loop and forwa
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -32,7 +33,8 @@ def free_port() -> int:
 
 @contextmanager
 def serve(tmp_path: Path, **settings: str) -> Iterator[tuple[str, Path]]:
-    """`nurture serve` with its own database file; yields (base URL, database path)."""
+    """`nurture serve` with its own database file; yields (base URL, database path). The process
+    is ``serve.process`` meanwhile."""
     database = tmp_path / "subscribers.db"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
@@ -50,6 +52,7 @@ def serve(tmp_path: Path, **settings: str) -> Iterator[tuple[str, Path]]:
     process = subprocess.Popen([sys.executable, "-m", "nurture", "serve"], cwd=tmp_path, env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    serve.process = process
     try:
         _wait_until_up(base, process, tmp_path / "serve.log")
         yield base, database
@@ -135,3 +138,87 @@ def test_a_forwarded_for_header_from_a_trusted_proxy_names_the_client(tmp_path):
                  .status_code for i in (1, 1, 1, 2)]
     assert codes == [202, 202, 429, 202]  # the limit is per real client behind the proxy
     assert ledger_ips(database) == ["198.51.100.1", "198.51.100.1", "198.51.100.2"]
+
+
+# ------------------------------------------------------------------------ signups committed together
+
+def counts(database: Path) -> dict[str, int]:
+    with sqlite3.connect(database) as connection:
+        one = lambda sql: connection.execute(sql).fetchone()[0]  # noqa: E731
+        return {"subscribers": one("SELECT count(*) FROM subscribers"),
+                "ledger": one("SELECT count(*) FROM consent_events WHERE kind = 'signup' AND wording IS NOT NULL"),
+                "confirmations": one("SELECT count(*) FROM outbox WHERE key LIKE 'sys:confirm:%'"),
+                "sent": one("SELECT count(*) FROM outbox WHERE state = 'sent'")}
+
+
+def test_concurrent_signups_each_make_one_subscriber_one_ledger_row_and_one_confirmation(tmp_path):
+    """Many connections at once, so the server writes them in groups; some addresses sent from two
+    connections at the same instant, so a group holds the same address twice."""
+    threads, each, twins = 16, 12, 6
+    start = threading.Barrier(threads)
+    with serve(tmp_path, subscribe_rate="1000000/second") as (base, database):
+        def client(number: int) -> list[int]:
+            codes = []
+            with httpx.Client(base_url=base, timeout=30, headers={"user-agent": "pytest"}) as http:
+                start.wait()
+                for i in range(each):
+                    codes.append(http.post("/subscribe", json={"email": f"c{number}-{i}@example.com",
+                                                               "consent": True}).status_code)
+                    if i < twins:  # threads 2k and 2k+1 race for the same address
+                        codes.append(http.post("/subscribe", json={"email": f"twin{number // 2}-{i}@example.com",
+                                                                   "consent": True}).status_code)
+            return codes
+
+        with ThreadPoolExecutor(threads) as pool:
+            codes = [code for result in pool.map(client, range(threads)) for code in result]
+        distinct = threads * each + threads // 2 * twins
+        deadline = time.monotonic() + 30
+        while counts(database)["sent"] < distinct and time.monotonic() < deadline:
+            time.sleep(0.2)
+        found = counts(database)
+    assert codes == [202] * len(codes)
+    assert found == {"subscribers": distinct, "ledger": len(codes), "confirmations": distinct, "sent": distinct}
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT count(*) FROM (SELECT subscriber_id FROM outbox "
+                                  "GROUP BY subscriber_id HAVING count(*) > 1)").fetchone()[0] == 0
+
+
+def test_a_server_killed_during_signups_never_answered_202_for_a_row_that_is_not_there(tmp_path):
+    accepted: list[str] = []
+    failed = []
+    stop = threading.Event()
+    with serve(tmp_path, subscribe_rate="1000000/second") as (base, database):
+        process = serve.process
+
+        def client(number: int) -> None:
+            with httpx.Client(base_url=base, timeout=10) as http:
+                for i in range(100_000):
+                    if stop.is_set():
+                        return
+                    address = f"k{number}-{i}@example.com"
+                    try:
+                        response = http.post("/subscribe", json={"email": address, "consent": True})
+                    except httpx.TransportError as exc:
+                        failed.append(exc)
+                        return
+                    if response.status_code == 202:
+                        accepted.append(address)
+
+        workers = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + 20
+        while len(accepted) < 300 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)  # mid-load: groups queued, being written, being answered
+        process.wait()
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+    assert len(accepted) >= 300 and failed, "the server was not killed in the middle of the load"
+    with sqlite3.connect(database) as connection:
+        stored = {email for (email,) in connection.execute(
+            "SELECT s.email FROM subscribers s JOIN consent_events c ON c.subscriber_id = s.id "
+            "JOIN outbox o ON o.subscriber_id = s.id AND o.key = 'sys:confirm:1'")}
+    missing = [address for address in accepted if address not in stored]
+    assert missing == [], f"{len(missing)} signups answered 202 have no complete rows: {missing[:5]}"

@@ -317,16 +317,20 @@ def test_health_and_openapi(client):
     assert client.get("/no-such-page").status_code == 404
 
 
-def test_nothing_is_half_written_when_the_database_refuses(client, runtime, monkeypatch):
-    """A failure after the subscriber row is added rolls the whole signup back."""
-    from nurture import outbox
+def test_nothing_is_half_written_when_the_database_refuses(client, runtime):
+    """A failure after the subscriber and ledger rows are added rolls the whole signup back."""
+    from sqlalchemy import event
 
-    def broken(*_args, **_kwargs):
-        raise RuntimeError("disk full")
+    def broken(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
+            raise RuntimeError("disk full")
 
-    monkeypatch.setattr(outbox, "enqueue_many", broken)
-    with pytest.raises(RuntimeError):
-        signup(client)
+    event.listen(runtime.engine, "before_cursor_execute", broken)
+    try:
+        with pytest.raises(RuntimeError):
+            signup(client)
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", broken)
     with runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
         assert session.scalar(select(func.count()).select_from(ConsentEvent)) == 0
@@ -492,3 +496,14 @@ def test_the_admin_lockout_follows_the_same_rule(tmp_path, database_url, memory_
         assert response.status_code == 429
     finally:
         rt.close()
+
+
+def test_the_objects_frozen_for_the_app_s_life_are_handed_back_to_the_collector(runtime, clock):
+    """The app keeps what start-up made out of the garbage collector's way while it runs, and
+    gives it back when it stops, so an app that goes away (as in tests) leaves nothing uncollectable."""
+    import gc
+
+    with TestClient(create_app(runtime, clock=clock, dispatch=False)) as running:
+        assert running.get("/healthz").status_code == 200
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0

@@ -4,14 +4,20 @@ The domain modules never see HTTP: this module turns InvalidInput into a 4xx, an
 each answer looks (a page for a browser form, JSON for an API client).
 
 The event loop never waits on the database or a file: a body is read on the loop (an async
-dependency), then the handler, a plain function, runs in the thread pool, so a signup waiting
-for a lock holds up only itself. The client's address is the peer's, or what X-Forwarded-For
-says when the peer is one of NURTURE_TRUSTED_PROXIES (applied here, not by the server, so the
-rule is the same under uvicorn and the test client, for the ledger, the limit and /admin).
+dependency), then the handler, a plain function, runs in the thread pool, so a request waiting
+for a lock holds up only itself. Signups, the one endpoint under load, skip the thread pool: the
+body is read and checked on the loop (no I/O), then the request waits, without a thread, for the
+signup writer (a GroupCommit) to commit its rows together with those of the signups that came
+in meanwhile; it answers only once they are committed.
+
+The client's address is the peer's, or what X-Forwarded-For says when the peer is one of
+NURTURE_TRUSTED_PROXIES (applied here, not by the server, so the rule is the same under uvicorn
+and the test client, for the ledger, the limit and /admin).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -27,12 +33,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from nurture import outbox, subscribers
-from nurture.db import transaction
+from nurture.db import GroupCommit, transaction
 from nurture.models import OutboxMessage, Subscriber
 from nurture.ratelimit import WindowLimiter
 from nurture.runtime import Runtime
 from nurture.sender import utcnow
-from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, ConfirmResult, RequestInfo
+from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, ConfirmResult, RequestInfo, SignupRequest
 from nurture.tokens import ExpiredToken, InvalidToken
 from nurture.tracking import Tracker, destination, links_in
 from nurture.validation import InvalidInput, Signup, parse_signup
@@ -57,11 +63,6 @@ SIGNUP_BODY_SCHEMA = {
 }
 
 
-async def form_or_json(request: Request) -> tuple[bool, dict]:
-    """The body as (is JSON, fields), read on the event loop before the handler's thread starts."""
-    return await read_body(request)
-
-
 async def form_json_or_nothing(request: Request) -> tuple[bool, dict]:
     return await read_body(request, allow_empty=True)
 
@@ -70,7 +71,10 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
     """The ASGI app. ``dispatch`` starts the background thread that sends confirmations at once;
     ``clock`` is the only place the app reads the time (tests pass their own)."""
     settings = runtime.settings
-    pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    # The pages are part of the package, not edited while running: loaded once (below, for the
+    # ones rendered on the event loop) and never checked on disk again.
+    pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
+                        auto_reload=False)
     pages.globals.update(clinic_name=settings.clinic_name, postal_address=settings.postal_address,
                          clinic_phone=settings.clinic_phone, website_url=settings.website_url)
     limit, period = settings.subscribe_limit
@@ -78,18 +82,41 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
     sender = runtime.sender()
     dispatcher = Dispatcher(sender, clock) if dispatch else None
 
+    def write_signups(session, requests):
+        return subscribers.subscribe_many(session, requests, default_timezone=settings.timezone,
+                                          confirmations_per_day=settings.confirmations_per_day)
+
+    def signups_committed(outcomes):
+        confirmations = sum(outcome.confirmation_queued for outcome in outcomes)
+        if dispatcher and confirmations:
+            dispatcher.owe(confirmations)  # wakes it, before any of these requests is answered
+
+    signup_writer = GroupCommit(runtime.sessions, write_signups, after_commit=signups_committed,
+                                name="nurture-signups")
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        signup_writer.start()
         if dispatcher:
             dispatcher.start()
-        yield
-        if dispatcher:
-            dispatcher.stop()
+        # What start-up made (modules, templates, compiled statements, the app: over 100,000
+        # objects) lives as long as the app: moved out of the collector's sight, a full
+        # collection under load scans only what requests made. Measured under signup load: full
+        # collections went from about 100 ms, which stalled every request in flight, to 7-25 ms.
+        gc.freeze()
+        try:
+            yield
+        finally:
+            gc.unfreeze()
+            signup_writer.stop()
+            if dispatcher:
+                dispatcher.stop()
 
     app = FastAPI(title="nurture", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Signup, double opt-in and unsubscribe for the clinic's email series.")
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
+    app.state.signup_writer = signup_writer
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -128,7 +155,11 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
 
     # The signup page is the same for everyone: rendered once, then served straight from the loop,
     # so neither it nor /healthz needs a thread of the pool that slow requests may be holding.
+    # So is the answer to a signup (whatever the address's state).
+    for name in ("signup.html", "message.html", "check_inbox.html"):
+        pages.get_template(name)  # read from disk now, not on the loop later
     blank_signup = signup_page().body
+    check_inbox = page("check_inbox.html", 200).body
 
     @app.get("/", response_class=HTMLResponse, summary="The signup page")
     async def index():
@@ -147,8 +178,10 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
                    413: {"description": "Body over 16 KiB"}, 422: {"description": "Invalid input"},
                    429: {"description": "Too many signups from this address"}},
     )
-    def subscribe(request: Request, body: tuple[bool, dict] = Depends(form_or_json)):
-        is_json, data = body
+    async def subscribe(request: Request):
+        # On the loop: reading the body, the in-memory limit and the checks of what was typed (no
+        # I/O); the database work waits for the signup writer without holding a thread.
+        is_json, data = await read_body(request)
         wait = limiter.hit(request.client.host if request.client else "?")
         if wait:
             retry = str(int(wait) + 1)
@@ -163,20 +196,13 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
             if is_json:
                 return JSONResponse({"error": exc.message, "field": exc.field}, status_code=422)
             return signup_page(422, BadRequest(422, exc.message, exc.field), _form_values(data))
-        now = clock()
-        with transaction(runtime.sessions) as session:
-            outcome = subscribers.subscribe(
-                session, signup, now=now, request=request_info(request, "json-api" if is_json else "signup-form"),
-                default_timezone=settings.timezone, confirmations_per_day=settings.confirmations_per_day,
-            )
-        if outcome.confirmation_queued and dispatcher:
-            dispatcher.wake()
+        if not signup.honeypot_filled:  # the honeypot gets the same answer and stores nothing
+            await signup_writer.submit(SignupRequest(
+                signup, request_info(request, "json-api" if is_json else "signup-form"), clock()))
         # The same answer whatever the address's state: nobody can learn who is subscribed.
         if is_json:
-            return JSONResponse({"status": "accepted",
-                                 "message": "Check your inbox for an email to confirm your subscription."},
-                                status_code=202)
-        return page("check_inbox.html", 200)
+            return Response(_ACCEPTED, status_code=202, media_type="application/json")
+        return HTMLResponse(check_inbox, headers=_SECURITY_HEADERS)
 
     @app.get("/confirm/{token}", response_class=HTMLResponse, summary="Confirmation page (changes nothing)")
     def confirm_page(token: str):
@@ -317,6 +343,9 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
     mount_admin(app, runtime, clock=clock)
     return app
 
+
+_ACCEPTED = JSONResponse({"status": "accepted",
+                          "message": "Check your inbox for an email to confirm your subscription."}).body
 
 # A transparent 1x1 GIF.
 _PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
