@@ -1,4 +1,4 @@
-"""Signups committed together (db.GroupCommit over subscribers.subscribe_many), on a real SQLite
+"""Signups committed together (group_commit.GroupCommit over subscribers.subscribe_many), on a real SQLite
 file and on PostgreSQL: one row each, the usual rules inside a group, one failure its own, and an
 answer only once the rows are committed."""
 
@@ -14,7 +14,8 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from nurture import outbox, subscribers
-from nurture.db import GroupCommit, transaction
+from nurture.db import transaction
+from nurture.group_commit import GroupCommit
 from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
 from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, RequestInfo, SignupRequest
 from nurture.validation import Signup

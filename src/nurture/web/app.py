@@ -33,7 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from nurture import outbox, subscribers
-from nurture.db import GroupCommit, transaction
+from nurture.db import transaction
+from nurture.group_commit import GroupCommit
 from nurture.models import OutboxMessage, Subscriber
 from nurture.ratelimit import WindowLimiter
 from nurture.runtime import Runtime
