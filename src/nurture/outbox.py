@@ -75,11 +75,16 @@ def enqueue_many(session: Session, rows: Sequence[dict], *, now: datetime) -> No
     """Queue many messages in one statement; rows that exist already are left alone."""
     if not rows:
         return
-    values = [
-        {"track_opens": False, **row, "state": OutboxState.queued, "created_at": now, "attempts": 0, "unknowns": 0}
-        for row in rows
-    ]
+    values = [queued_row(**row, now=now) for row in rows]
     session.execute(insert_or_not(session, OutboxMessage).on_conflict_do_nothing(index_elements=["subscriber_id", "key"]), values)
+
+
+def queued_row(*, subscriber_id: int, key: str, template: str, due_at: datetime, now: datetime,
+               track_opens: bool = False) -> dict:
+    """The column values of a newly queued message (for ``enqueue_many`` and for the signup's
+    group insert, which knows its rows are new and inserts them without ON CONFLICT)."""
+    return dict(subscriber_id=subscriber_id, key=key, template=template, due_at=due_at, track_opens=track_opens,
+                state=OutboxState.queued, created_at=now, attempts=0, unknowns=0)
 
 
 def wanted(key: str, status: Status, wants_series: bool, wants_newsletter: bool) -> bool:

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
-from nurture.models import (UNPLANNED, TOMBSTONE_PEPPER, AppSecret, ConsentEvent, OutboxMessage, OutboxState, Status,
+from nurture.models import (UNPLANNED, TOMBSTONE_PEPPER, AppSecret, ConsentEvent, OutboxMessage, Status,
                             Subscriber)
 from nurture.validation import Signup, email_hash, keyed_email_hash
 
@@ -234,11 +234,11 @@ def _insert_new_signups(
         _consent_values(subscriber_id, "signup", item.now, item.request, item.signup.consent_version)
         for (item, _stored), subscriber_id in zip(entries, ids)
     ])
-    # The row outbox.enqueue writes for "sys:confirm:1" (tests/integration/test_signup_group_commit.py
-    # checks the two stay alike); a new subscriber has no row with that key, so no ON CONFLICT.
+    # The row outbox.enqueue writes for "sys:confirm:1"; a new subscriber has no row with that key,
+    # so no ON CONFLICT.
     connection.execute(_INSERT_OUTBOX, [
-        dict(subscriber_id=subscriber_id, key="sys:confirm:1", template=CONFIRM_TEMPLATE, due_at=item.now,
-             track_opens=False, state=OutboxState.queued, created_at=item.now, attempts=0, unknowns=0)
+        outbox.queued_row(subscriber_id=subscriber_id, key="sys:confirm:1", template=CONFIRM_TEMPLATE,
+                          due_at=item.now, now=item.now)
         for (item, _stored), subscriber_id in zip(entries, ids)
     ])
     return ids
