@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
-from nurture.journey import Window, key_of, marketing_history, replan
+from nurture.journey import Window, key_of, marketing_history
 from nurture.models import Broadcast, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.sequences import Sequence, Step
 
@@ -116,8 +116,8 @@ def cancel(session: Session, broadcast_id: int) -> int:
         .values(state=OutboxState.cancelled)
     )
     # The newsletter no longer holds their day: a sequence step it pushed back may go sooner.
-    replan(session, session.scalars(select(OutboxMessage.subscriber_id).where(
-        OutboxMessage.key == _key(broadcast), OutboxMessage.state == OutboxState.cancelled)))
+    outbox.replan(session, select(OutboxMessage.subscriber_id).where(
+        OutboxMessage.key == _key(broadcast), OutboxMessage.state == OutboxState.cancelled))
     return result.rowcount or 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -220,14 +219,6 @@ class Planner:
                  self.sequence_name)
 
 
-def replan(session: Session, subscriber_ids: Iterable[int]) -> None:
-    """These people's next step may now be earlier than their stored instant: look again."""
-    ids = sorted(set(subscriber_ids))
-    for start in range(0, len(ids), 1000):
-        session.execute(update(Subscriber).where(Subscriber.id.in_(ids[start:start + 1000]))
-                        .values(next_due_at=UNPLANNED))
-
-
 def replan_everyone(session: Session) -> None:
     session.execute(update(Subscriber).where(Subscriber.status == Status.confirmed).values(next_due_at=UNPLANNED))
 
@@ -246,16 +237,14 @@ _ACTIVE = ("sent", "sending", "queued", "retry", "unknown")
 
 
 def marketing_history(
-    session: Session, now: datetime, id_range: tuple[int, int] | None = None, *, ids: list[int] | None = None
+    session: Session, now: datetime, *, ids: list[int] | None = None
 ) -> MarketingHistory:
-    """One query over the marketing rows (sequence and newsletter) of everyone, of the
-    subscribers whose ids are in ``id_range`` (inclusive), or of those in ``ids``."""
+    """One query over the marketing rows (sequence and newsletter) of everyone, or of the
+    subscribers in ``ids``."""
     history = MarketingHistory(defaultdict(set), {}, defaultdict(list))
     marketing = or_(OutboxMessage.key.startswith("seq:"), OutboxMessage.key.startswith("bcast:"))
     query = select(OutboxMessage.subscriber_id, OutboxMessage.key,
                    func.coalesce(OutboxMessage.sent_at, OutboxMessage.due_at), OutboxMessage.state).where(marketing)
-    if id_range is not None:
-        query = query.where(OutboxMessage.subscriber_id.between(*id_range))
     if ids is not None:
         query = query.where(OutboxMessage.subscriber_id.in_(ids))
     for sid, key, at, state in session.execute(query):

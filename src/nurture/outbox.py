@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from nurture.db import insert_or_not
@@ -271,10 +271,8 @@ def suppress_unwanted(session: Session, ids: Iterable[int]) -> None:
             .where(OutboxMessage.id.in_(ids))
             .values(state=OutboxState.suppressed, worker=None, lease_until=None)
         )
-        # A newsletter that no longer holds its day may let a sequence step go sooner.
-        session.execute(update(Subscriber).where(Subscriber.id.in_(
-            select(OutboxMessage.subscriber_id).where(OutboxMessage.id.in_(ids), OutboxMessage.key.startswith("bcast:"))
-        )).values(next_due_at=UNPLANNED))
+        replan(session, select(OutboxMessage.subscriber_id)
+               .where(OutboxMessage.id.in_(ids), OutboxMessage.key.startswith("bcast:")))
 
 
 def release(session: Session, *, worker: str, ids: Iterable[int] | None = None) -> int:
@@ -309,8 +307,20 @@ def cancel_pending(session: Session, subscriber_id: int, prefixes: tuple[str, ..
         .values(state=OutboxState.suppressed)
     )
     if "bcast:" in prefixes:
-        # A cancelled newsletter no longer holds a day: their next step may go sooner.
-        session.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(next_due_at=UNPLANNED))
+        replan(session, [subscriber_id])
+
+
+def replan(session: Session, who: Iterable[int] | Select) -> None:
+    """Look at these subscribers again at the next pass (ids, or a query of ids): a marketing
+    email of theirs no longer counts (it failed, was suppressed or cancelled), so it no longer
+    holds a day, and their next sequence step may go sooner than their stored instant."""
+    if isinstance(who, Select):
+        session.execute(update(Subscriber).where(Subscriber.id.in_(who)).values(next_due_at=UNPLANNED))
+        return
+    ids = sorted(set(who))
+    for start in range(0, len(ids), 1000):
+        session.execute(update(Subscriber).where(Subscriber.id.in_(ids[start:start + 1000]))
+                        .values(next_due_at=UNPLANNED))
 
 
 def recent_rates(session: Session, *, since: datetime) -> tuple[int, int]:

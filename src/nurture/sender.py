@@ -39,7 +39,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nurture import journey, outbox, subscribers
 from nurture.db import DatabaseUnavailable, retrying, transaction
-from nurture.journey import replan
 from nurture.leases import Leases
 from nurture.links import Links
 from nurture.messages import Dkim, build_message, message_id, sender_domain
@@ -378,8 +377,8 @@ class Sender:
             with transaction(self.sessions) as session:
                 written = outbox.record_outcomes(session, outcomes, now=now, worker=self.worker)
                 # A marketing email that failed holds no day: the person's next step may go sooner.
-                replan(session, (o.claim.subscriber_id for o in written
-                                 if o.state is OutboxState.failed and not o.claim.key.startswith("sys:")))
+                outbox.replan(session, (o.claim.subscriber_id for o in written
+                                        if o.state is OutboxState.failed and not o.claim.key.startswith("sys:")))
                 for outcome in written:
                     if outcome.bounced:
                         claim = outcome.claim

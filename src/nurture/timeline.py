@@ -95,7 +95,7 @@ def _explain_next(
     if sequence is None:
         timeline.why_nothing = f"the sequence {planner.sequence_name!r} has no templates"
         return
-    history = marketing_history(session, now, (subscriber.id, subscriber.id))
+    history = marketing_history(session, now, ids=[subscriber.id])
     found = next_send(sequence, confirmed_at=subscriber.confirmed_at, zone=ZoneInfo(subscriber.timezone),
                       done_keys=history.done.get(subscriber.id, set()),
                       last_marketing_at=history.last.get(subscriber.id), now=now, window=planner.window)
