@@ -474,8 +474,8 @@ class Sender:
         """2xx sent; 4xx retry with backoff until max attempts; 5xx failed (5.1.x, 5.2.1: bounced)."""
         if 200 <= reply.code < 300:
             return Outcome(claim, OutboxState.sent, str(reply))
-        if 400 <= reply.code < 500 and claim.attempts < self.settings.max_attempts:
-            return Outcome(claim, OutboxState.retry, str(reply), now + retry_delay(claim.attempts))
+        if 400 <= reply.code < 500:
+            return self._failure(claim, str(reply), now)
         bounced = reply.code >= 500 and bool(_BOUNCE_STATUS.search(reply.text))
         return Outcome(claim, OutboxState.failed, str(reply), bounced=bounced)
 
