@@ -118,21 +118,14 @@ class Settings(BaseSettings):
     @field_validator("smtp_url")
     @classmethod
     def _smtp(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError("must look like smtp://user:pass@host:587?starttls=1 or smtps://host:465")
-        return value
+        return _optional_url(value, ("smtp", "smtps"),
+                             "must look like smtp://user:pass@host:587?starttls=1 or smtps://host:465")
 
     @field_validator("trusted_feedback_senders", mode="before")
     @classmethod
     def _feedback_senders(cls, value: object) -> tuple[str, ...]:
         """``"fbl.example.net, feedback@arf.mail.yahoo.com"``: lower-case domains (IDNA) or addresses."""
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ValueError("must be comma-separated domains or addresses")
-        return tuple(_feedback_sender(str(item)) for item in items if str(item).strip())
+        return _comma_list(value, _feedback_sender, "must be comma-separated domains or addresses")
 
     @field_validator("send_window")
     @classmethod
@@ -149,21 +142,14 @@ class Settings(BaseSettings):
     @field_validator("bounce_imap_url")
     @classmethod
     def _imap(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("imap", "imaps") or not parts.hostname:
-            raise ValueError("must look like imaps://user:pass@host/INBOX (or imap:// for STARTTLS)")
-        return value
+        return _optional_url(value, ("imap", "imaps"),
+                             "must look like imaps://user:pass@host/INBOX (or imap:// for STARTTLS)")
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxies(cls, value: object) -> tuple[str, ...]:
         """``"10.0.0.0/8, 192.0.2.7"``: addresses or networks (no host names, no ``*``)."""
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ValueError("must be IP addresses or networks separated by commas")
-        return tuple(_proxy(str(item).strip()) for item in items if str(item).strip())
+        return _comma_list(value, _proxy, "must be IP addresses or networks separated by commas")
 
     @field_validator("secret_key", mode="before")
     @classmethod
@@ -228,6 +214,24 @@ def _proxy(item: str) -> str:
     except ValueError:
         raise ValueError(f"{item!r} is not an IP address or network (give 10.0.0.0/8 or 192.0.2.7, "
                          "separated by commas)") from None
+
+
+def _optional_url(value: str | None, schemes: tuple[str, ...], shape: str) -> str | None:
+    """An optional URL setting: unset or empty is None, else one of ``schemes`` with a host."""
+    if value in (None, ""):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(shape)
+    return value
+
+
+def _comma_list(value: object, parse_item, shape: str) -> tuple[str, ...]:
+    """``"a, b"`` (or a list) as a tuple of items, each checked by ``parse_item``; blanks skipped."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(shape)
+    return tuple(parse_item(str(item).strip()) for item in items if str(item).strip())
 
 
 def parse_window(value: str) -> tuple[int, int]:
