@@ -29,7 +29,6 @@ class Leases:
         self._lock = threading.Lock()
         self._in_hand: set[int] = set()
         self._handed: set[int] = set()  # in hand and given to the transport: never released
-        self._lost: set[int] = set()
         self._until: datetime | None = None  # the earliest lease among the rows in hand
 
     def now(self) -> datetime:
@@ -59,7 +58,7 @@ class Leases:
             return False
 
     def _may_send(self, row_id: int) -> bool:
-        if row_id in self._lost or row_id not in self._in_hand:
+        if row_id not in self._in_hand:  # done, released, or lost to another worker
             return False
         now = self._clock()
         if self._until is not None and self._until - now > self.length / 2:
@@ -74,7 +73,6 @@ class Leases:
         if lost:
             log.warning("%d claimed messages were taken over by another worker after their lease "
                         "ran out; they are not sent here", len(lost))
-            self._lost |= lost
             self._in_hand -= lost
             self._handed -= lost
         self._until = until
