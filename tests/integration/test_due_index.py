@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from email.parser import BytesHeaderParser
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sqlalchemy import select, update
 from conftest import TEMPLATES, make_settings
 from factories import REQUEST, confirmed
 from nurture import broadcasts, subscribers
+from nurture.bounces import outbox_ref
 from nurture.db import transaction
 from nurture.journey import Planner
 from nurture.models import UNPLANNED, NEVER, OutboxMessage, Subscriber
@@ -34,16 +36,27 @@ ZONES = ["America/Chicago", "America/New_York", "Europe/Berlin", "Asia/Tokyo", "
 
 
 class Flaky:
-    """Refuses (554, not a bounce) every message whose recipient and attempt hash to a failure,
-    the same way for both databases."""
+    """Refuses (554, not a bounce) every message whose recipient, key and attempt hash to a
+    failure, the same way for both databases.
 
-    def __init__(self, seed: int) -> None:
+    The outcome is keyed by the message's outbox key (looked up through its Message-ID), not by
+    the order of sending: two messages due at the same instant may be claimed in a different
+    order in the two worlds, whose row ids differ."""
+
+    def __init__(self, seed: int, sessions) -> None:
         self.seed = seed
-        self.tries: dict[str, int] = {}
+        self.sessions = sessions
+        self.tries: dict[tuple[str, str], int] = {}
+
+    def _key(self, data: bytes) -> str:
+        headers = BytesHeaderParser().parsebytes(data)
+        with self.sessions() as session:
+            return session.get(OutboxMessage, outbox_ref(headers["Message-ID"])).key
 
     def send(self, sender: str, recipient: str, data: bytes) -> Reply:
-        self.tries[recipient] = self.tries.get(recipient, 0) + 1
-        if random.Random(f"{self.seed}:{recipient}:{self.tries[recipient]}").random() < 0.15:
+        attempt = (recipient, self._key(data))
+        self.tries[attempt] = self.tries.get(attempt, 0) + 1
+        if random.Random(f"{self.seed}:{recipient}:{attempt[1]}:{self.tries[attempt]}").random() < 0.15:
             return Reply(554, "5.7.1 refused for policy reasons")
         return Reply(250, "2.0.0 OK")
 
@@ -76,13 +89,15 @@ class World:
         self.runtime = self._runtime(TEMPLATES, "09:00-17:00")
 
     def _runtime(self, templates: Path, window: str) -> Runtime:
-        return Runtime(make_settings(self.tmp_path, self.url, templates_dir=str(templates), send_window=window),
-                       transport_override=Flaky(self.seed))
+        runtime = Runtime(make_settings(self.tmp_path, self.url, templates_dir=str(templates), send_window=window))
+        runtime.transport_override = Flaky(self.seed, runtime.sessions)
+        return runtime
 
     def configure(self, templates: Path, window: str) -> None:
         transport = self.runtime.transport
         self.runtime.close()
         self.runtime = self._runtime(templates, window)
+        transport.sessions = self.runtime.sessions
         self.runtime.transport_override = transport
 
     def run_pass(self, now: datetime) -> None:
