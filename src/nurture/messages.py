@@ -90,9 +90,20 @@ def _recipient(address: str) -> str:
 
 
 def _qp(text: str) -> bytes:
-    """UTF-8, quoted-printable (lines of at most 76 octets), CRLF line ends."""
+    """UTF-8, quoted-printable (lines of at most 76 octets), CRLF line ends.
+
+    Encoded line by line through a cache: quoted-printable never carries state across a hard
+    line break, and all but a few lines of an email (those holding a name or a link) are the
+    same for every recipient. Encoding the whole body was most of the cost of building a
+    message; the result is byte for byte the same (tests compare it with the whole-body way)."""
     normalised = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    return binascii.b2a_qp(normalised, istext=True).replace(b"\n", b"\r\n")
+    return b"\r\n".join(map(_qp_line, normalised.split(b"\n")))
+
+
+@lru_cache(maxsize=4096)
+def _qp_line(line: bytes) -> bytes:
+    # Lines used by every message stay recent, so a flood of one-off lines cannot evict them.
+    return binascii.b2a_qp(line, istext=True).replace(b"\n", b"\r\n")
 
 
 def sender_domain(from_header: str) -> str:
