@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import timedelta
 from functools import cached_property
 
@@ -19,6 +20,9 @@ from nurture.sender import MailSettings, Sender
 from nurture.tokens import Tokens
 from nurture.tracking import Tracker
 from nurture.transports import MaildirTransport, SmtpConfig, SmtpPool, Transport
+
+if TYPE_CHECKING:
+    from nurture.sending_processes import SendingPass
 
 
 @dataclass
@@ -72,7 +76,7 @@ class Runtime:
             resend_unknown=s.resend_unknown,
             dev_recipient=s.dev_recipient,
             dkim=dkim,
-            threads=s.smtp_pool_size if s.smtp_url else 1,
+            threads=s.smtp_pool_size,  # connections, or Maildir writers (their fsyncs overlap)
             max_bounce_rate=s.max_bounce_rate,
             max_complaint_rate=s.max_complaint_rate,
         )
@@ -98,6 +102,12 @@ class Runtime:
             tracker=Tracker(self.settings.base_url, self.tokens) if self.settings.track_clicks else None,
             pacer=self.pacer,
         )
+
+    def sending_pass(self) -> SendingPass:
+        """Scheduled and command-line passes: a large one is spread over several processes."""
+        from nurture.sending_processes import SendingPass
+
+        return SendingPass(self.sender(), self.settings)
 
     def close(self) -> None:
         if "transport" in self.__dict__:
