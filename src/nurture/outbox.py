@@ -169,6 +169,14 @@ def claim_batch(
     return claims, len(unwanted)
 
 
+def count_due(session: Session, *, now: datetime, at_most: int) -> int:
+    """Queued and retrying rows due at ``now``, counted up to ``at_most`` (an index range, not a scan)."""
+    due = (select(OutboxMessage.id)
+           .where(OutboxMessage.state.in_((OutboxState.queued, OutboxState.retry)), OutboxMessage.due_at <= now)
+           .limit(at_most).subquery())
+    return session.scalar(select(func.count()).select_from(due)) or 0
+
+
 def claim_of(session: Session, outbox_id: int) -> Claim | None:
     """A read-only Claim for an existing row (to render a sent message again, e.g. for a click)."""
     row = session.execute(

@@ -9,15 +9,16 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from nurture.sender import PassStopped, Sender, utcnow
+from nurture.sender import PassStopped, utcnow
+from nurture.sending_processes import SendingPass
 
 log = logging.getLogger(__name__)
 
 
-def send_job(sender: Sender, stop: threading.Event) -> None:
+def send_job(passes: SendingPass, stop: threading.Event) -> None:
     """One scheduled pass. Errors are logged, never raised: the next run tries again."""
     try:
-        summary = sender.run_pass(utcnow(), stop=stop)
+        summary = passes.run(utcnow(), stop=stop)
         log.info("scheduled pass: planned %d, %s", summary.planned, summary.line())
         for template, reason in summary.broken.items():
             log.error("template %s cannot be rendered; its messages wait until it is fixed: %s", template, reason)
@@ -27,22 +28,22 @@ def send_job(sender: Sender, stop: threading.Event) -> None:
         log.exception("scheduled pass failed; the next run will try again")
 
 
-def build_scheduler(sender: Sender, interval_minutes: int, stop: threading.Event, *, blocking: bool):
+def build_scheduler(passes: SendingPass, interval_minutes: int, stop: threading.Event, *, blocking: bool):
     """A scheduler with one job, running now and then every ``interval_minutes``.
 
     One instance at a time per process (max_instances=1) and missed runs coalesce into one, so a
     long pass or a suspended laptop never stacks passes up."""
     cls = BlockingScheduler if blocking else BackgroundScheduler
     scheduler = cls(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
-    scheduler.add_job(send_job, "interval", minutes=interval_minutes, args=[sender, stop], id="send-due",
+    scheduler.add_job(send_job, "interval", minutes=interval_minutes, args=[passes, stop], id="send-due",
                       next_run_time=utcnow())
     return scheduler
 
 
-def run_blocking(sender: Sender, interval_minutes: int) -> None:
+def run_blocking(passes: SendingPass, interval_minutes: int) -> None:
     """``nurture scheduler``: run until SIGTERM or Ctrl-C, finishing the message in flight."""
     stop = threading.Event()
-    scheduler = build_scheduler(sender, interval_minutes, stop, blocking=True)
+    scheduler = build_scheduler(passes, interval_minutes, stop, blocking=True)
 
     def shutdown(signum, _frame):
         log.info("stopping (signal %d): finishing the message in flight, releasing claims", signum)

@@ -164,17 +164,17 @@ class Sender:
         key_prefix: str | None = None,
         progress: Callable[[int], None] | None = None,
         stop: threading.Event | None = None,
+        prepared: bool = False,
     ) -> PassSummary:
         """Send everything due at ``now`` (at most ``limit`` messages). Raises TransportDown,
-        CircuitOpen or DatabaseDown, each with a one-line reason.
+        CircuitOpen or DatabaseDown, each with a one-line reason. ``prepared``: :meth:`prepare`
+        was called for this pass already (by the process that spread it over several).
 
         Claiming runs ahead of sending: the connections always have about two chunks waiting,
         so none of them idles while the next batch is claimed."""
         summary = PassSummary()
-        if self.planner is not None and key_prefix is None:
-            summary.planned = self._plan(now)
-        if key_prefix is None or not key_prefix.startswith("sys:"):
-            self._check_complaints(now)
+        if not prepared:
+            summary.planned = self.prepare(now, key_prefix)
         threads = max(1, self.settings.threads)
         leases = Leases(self.settings.lease, self.clock, self._renew)
         abort = threading.Event()
@@ -222,6 +222,21 @@ class Sender:
                 wait(pending)
                 self._release(leases)
         return summary
+
+    def prepare(self, now: datetime, key_prefix: str | None = None) -> int:
+        """What a pass does once before sending, however many processes send it: queue the steps
+        due at ``now`` and judge the complaint rate (raises CircuitOpen). Returns how many were queued."""
+        planned = self._plan(now) if self.planner is not None and key_prefix is None else 0
+        if key_prefix is None or not key_prefix.startswith("sys:"):
+            self._check_complaints(now)
+        return planned
+
+    def due(self, now: datetime, at_most: int) -> int:
+        """How many messages a pass at ``now`` would claim, counted up to ``at_most``."""
+        def count() -> int:
+            with self.sessions() as session:
+                return outbox.count_due(session, now=now, at_most=at_most)
+        return self._db("counting what is due", count)
 
     def _db(self, what: str, work: Callable[[], T], patience: float | None = None) -> T:
         """Database work that survives a dropped connection (tried again on a fresh one)."""

@@ -47,7 +47,7 @@ def _serve(*, with_scheduler: bool) -> None:
     upgrade(s.database_url)
     rt = runtime(s)
     stop = threading.Event()
-    scheduler = build_scheduler(rt.sender(), s.send_interval, stop, blocking=False) if with_scheduler else None
+    scheduler = build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False) if with_scheduler else None
     where = f"outbox Maildir {s.outbox_dir}/" if not s.smtp_url else "SMTP " + safe_url(s.smtp_url)
     console.print(f"[bold]nurture[/] on {s.base_url} · database {safe_url(s.database_url)} · mail to {where}"
                   + (f" · sending every {s.send_interval} min" if scheduler else ""))
@@ -74,7 +74,7 @@ def scheduler() -> None:
     setup_logging(s.log_level)
     rt = runtime(s)
     try:
-        run_blocking(rt.sender(), s.send_interval)
+        run_blocking(rt.sending_pass(), s.send_interval)
     finally:
         rt.close()
 
@@ -91,14 +91,14 @@ def send_due(
     instant = parse_now(now)
     rt = runtime()
     try:
-        sender = rt.sender()
+        passes = rt.sending_pass()
         if console.is_terminal:
             with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console, transient=True) as bar:
                 task = bar.add_task("send", total=None)
-                summary = sender.run_pass(instant, limit=limit, progress=lambda n: bar.advance(task, n))
+                summary = passes.run(instant, limit=limit, progress=lambda n: bar.advance(task, n))
         else:
-            summary = sender.run_pass(instant, limit=limit)
+            summary = passes.run(instant, limit=limit)
     except PassStopped as exc:
         raise Fail(str(exc)) from None
     finally:

@@ -1,0 +1,187 @@
+"""A large sending pass spread over several processes.
+
+One interpreter sends at most about a thousand messages a second, whatever the wire allows:
+building, recording and every SMTP reply need its one lock (the GIL), and each connection's
+next command waits for it while another thread builds. So a pass with much to send starts
+``NURTURE_SEND_PROCESSES`` children, each with its own interpreter, database connection, share
+of the SMTP connections and share of the rate limit, all claiming from the same outbox. The
+claims and owned leases (:mod:`nurture.outbox`, :mod:`nurture.leases`) already make several
+senders safe, on SQLite and on PostgreSQL.
+
+The parent plans and judges the complaint rate once, then starts the children (spawned, not
+forked: the scheduler and the web process run threads, and a fork copies their locks), relays
+their progress, stops them all when one stops for a reason that concerns every message, and adds
+up their summaries. A small pass is sent in the parent: starting a child costs about half a
+second of imports.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from nurture.config import Settings
+from nurture.sender import PassStopped, PassSummary, Sender
+
+log = logging.getLogger(__name__)
+
+# Below this many due messages one process sends them sooner than several can start.
+SPREAD_FROM = 1000
+
+
+@dataclass
+class SendingPass:
+    """Runs passes for one process's sender, spreading a large one over ``processes`` children."""
+
+    sender: Sender
+    settings: Settings
+    spread_from: int = SPREAD_FROM
+
+    @property
+    def processes(self) -> int:
+        return self.settings.send_processes
+
+    def run(
+        self,
+        now: datetime,
+        *,
+        limit: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> PassSummary:
+        """Like :meth:`Sender.run_pass` (same summary, same exceptions), on as many processes as pay."""
+        planned = self.sender.prepare(now)
+        if self.processes < 2 or self.sender.due(now, at_most=self.spread_from) < self.spread_from \
+                or (limit is not None and limit < self.spread_from):
+            summary = self.sender.run_pass(now, limit=limit, progress=progress, stop=stop, prepared=True)
+        else:
+            summary = _run_children(self.settings, now, limit=limit, progress=progress, stop=stop)
+        summary.planned = planned
+        return summary
+
+
+def shares(settings: Settings, processes: int, limit: int | None) -> list[tuple[Settings, int | None]]:
+    """Each child's settings and limit: the connections, the rate limits and ``limit`` divided in
+    proportion, so the children together keep to what the relay allows one sender."""
+    pool = settings.smtp_pool_size
+    processes = max(1, min(processes, pool))
+    connections = [pool // processes + (i < pool % processes) for i in range(processes)]
+    limits: list[int | None] = [None] * processes
+    if limit is not None:
+        limits = [limit * c // pool for c in connections]
+        limits[0] += limit - sum(limits)
+    return [(settings.model_copy(update={
+        "smtp_pool_size": c,
+        "rate_per_second": settings.rate_per_second * c / pool,
+        "rate_per_hour": settings.rate_per_hour * c // pool,
+        "send_processes": 1,
+    }), share_limit) for c, share_limit in zip(connections, limits)]
+
+
+def _run_children(settings: Settings, now: datetime, *, limit: int | None,
+                  progress: Callable[[int], None] | None, stop: threading.Event | None) -> PassSummary:
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue()
+    halt = context.Event()
+    processes = [context.Process(target=_child, args=(share, now, share_limit, events, halt, os.getpid()),
+                                 name=f"nurture-send-{i}", daemon=True)
+                 for i, (share, share_limit) in enumerate(shares(settings, settings.send_processes, limit))]
+    log.info("spreading the pass over %d processes", len(processes))
+    for process in processes:
+        process.start()
+    total = PassSummary()
+    stopped: list[PassStopped] = []
+    unheard = {p.name for p in processes}
+
+    def heard(name: str, kind: str, value) -> None:
+        if kind == "progress":
+            if progress:
+                progress(value)
+            return
+        unheard.discard(name)
+        if kind == "stopped":
+            halt.set()  # one process's reason (the server is down, too many bounces) is everyone's
+            stopped.append(value)
+        else:
+            _add(total, value)
+
+    try:
+        while unheard:
+            if stop is not None and stop.is_set():
+                halt.set()
+            try:
+                heard(*events.get(timeout=0.2))
+                continue
+            except queue.Empty:
+                pass
+            silent = [p for p in processes if p.name in unheard and not p.is_alive()]
+            if not silent:
+                continue
+            try:  # an ended child's last words are in the pipe by now
+                heard(*events.get(timeout=0.5))
+            except queue.Empty:
+                for process in silent:  # ended without a word: killed, or out of memory
+                    unheard.discard(process.name)
+                    halt.set()
+                    stopped.append(PassStopped(
+                        f"a sending process ended unexpectedly (exit code {process.exitcode}); the messages it had "
+                        f"claimed go again once their lease runs out (NURTURE_LEASE_SECONDS={settings.lease_seconds})"))
+    finally:
+        halt.set()
+        for process in processes:
+            process.join(timeout=settings.lease_seconds)
+    if stopped:
+        raise stopped[0]
+    return total
+
+
+def _add(total: PassSummary, part: PassSummary) -> None:
+    for field in fields(PassSummary):
+        if field.name == "broken":
+            for template, reason in part.broken.items():
+                total.broken.setdefault(template, reason)
+        else:
+            setattr(total, field.name, getattr(total, field.name) + getattr(part, field.name))
+
+
+def _child(settings: Settings, now: datetime, limit: int | None, events, halt, parent: int) -> None:
+    """One child: its own runtime, sending what it can claim until nothing is due or it is halted."""
+    from nurture.runtime import Runtime
+
+    _die_with(parent)
+    # Ctrl-C reaches the whole process group: the parent decides, and halts the children through
+    # ``halt``, so each finishes the message in flight and releases the rest.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    name = multiprocessing.current_process().name
+    runtime = Runtime(settings)
+    try:
+        summary = runtime.sender().run_pass(
+            now, limit=limit, prepared=True, stop=halt, progress=lambda n: events.put((name, "progress", n)))
+    except PassStopped as exc:
+        events.put((name, "stopped", exc))
+    else:
+        events.put((name, "done", summary))
+    finally:
+        runtime.close()
+
+
+def _die_with(parent: int) -> None:
+    """A child must not outlive a parent killed outright (SIGKILL): it would go on sending unseen.
+    Its claims then wait out their lease, as a killed single process's do."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, Linux
+    except (OSError, AttributeError):
+        pass  # elsewhere a killed parent's children finish their pass, which is safe, only unseen
+    if os.getppid() != parent:
+        os._exit(1)  # the parent died before the line above took effect
