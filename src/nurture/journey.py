@@ -258,3 +258,12 @@ def marketing_history(
         elif key.startswith("bcast:"):
             history.upcoming[sid].append(at)
     return history
+
+
+def people_due(session: Session, now: datetime, *, at_most: int) -> int:
+    """People whose stored next instant has come (an index range), counted up to ``at_most``."""
+    due = (select(Subscriber.id)
+           .where(Subscriber.status == Status.confirmed, Subscriber.wants_series.is_(True),
+                  Subscriber.next_due_at <= now)
+           .limit(at_most).subquery())
+    return session.scalar(select(func.count()).select_from(due)) or 0

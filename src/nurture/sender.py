@@ -231,11 +231,15 @@ class Sender:
             self._check_complaints(now)
         return planned
 
-    def due(self, now: datetime, at_most: int) -> int:
-        """How many messages a pass at ``now`` would claim, counted up to ``at_most``."""
+    def due(self, now: datetime, at_most: int, *, people: bool = False) -> int:
+        """How many messages a pass at ``now`` would claim, counted up to ``at_most``; with
+        ``people``, before planning: also the people whose next sequence step has come."""
         def count() -> int:
             with self.sessions() as session:
-                return outbox.count_due(session, now=now, at_most=at_most)
+                found = outbox.count_due(session, now=now, at_most=at_most)
+                if people and self.planner is not None and found < at_most:
+                    found += journey.people_due(session, now, at_most=at_most - found)
+                return found
         return self._db("counting what is due", count)
 
     def _db(self, what: str, work: Callable[[], T], patience: float | None = None) -> T:

@@ -45,10 +45,6 @@ class SendingPass:
     settings: Settings
     spread_from: int = SPREAD_FROM
 
-    @property
-    def processes(self) -> int:
-        return self.settings.send_processes
-
     def run(
         self,
         now: datetime,
@@ -58,12 +54,25 @@ class SendingPass:
         stop: threading.Event | None = None,
     ) -> PassSummary:
         """Like :meth:`Sender.run_pass` (same summary, same exceptions), on as many processes as pay."""
-        planned = self.sender.prepare(now)
-        if self.processes < 2 or self.sender.due(now, at_most=self.spread_from) < self.spread_from \
-                or (limit is not None and limit < self.spread_from):
+        if self.settings.send_processes < 2 or (limit is not None and limit < self.spread_from):
+            return self.sender.run_pass(now, limit=limit, progress=progress, stop=stop)
+        children = None
+        # Children take about half a second to start: when the pass looks large before planning
+        # (what is queued, and the people whose next step has come), they start while it plans.
+        if self.sender.due(now, at_most=self.spread_from, people=True) >= self.spread_from:
+            children = _Children(self.settings, now, limit)
+        try:
+            planned = self.sender.prepare(now)
+        except BaseException:
+            if children is not None:
+                children.cancel()
+            raise
+        if children is None and self.sender.due(now, at_most=self.spread_from) >= self.spread_from:
+            children = _Children(self.settings, now, limit)
+        if children is None:
             summary = self.sender.run_pass(now, limit=limit, progress=progress, stop=stop, prepared=True)
         else:
-            summary = _run_children(self.settings, now, limit=limit, progress=progress, stop=stop)
+            summary = children.send(progress, stop)
         summary.planned = planned
         return summary
 
@@ -86,61 +95,79 @@ def shares(settings: Settings, processes: int, limit: int | None) -> list[tuple[
     }), share_limit) for c, share_limit in zip(connections, limits)]
 
 
-def _run_children(settings: Settings, now: datetime, *, limit: int | None,
-                  progress: Callable[[int], None] | None, stop: threading.Event | None) -> PassSummary:
-    context = multiprocessing.get_context("spawn")
-    events = context.Queue()
-    halt = context.Event()
-    processes = [context.Process(target=_child, args=(share, now, share_limit, events, halt, os.getpid()),
-                                 name=f"nurture-send-{i}", daemon=True)
-                 for i, (share, share_limit) in enumerate(shares(settings, settings.send_processes, limit))]
-    log.info("spreading the pass over %d processes", len(processes))
-    for process in processes:
-        process.start()
-    total = PassSummary()
-    stopped: list[PassStopped] = []
-    unheard = {p.name for p in processes}
+class _Children:
+    """The sending children of one pass: started at once, sending once told to go."""
 
-    def heard(name: str, kind: str, value) -> None:
-        if kind == "progress":
-            if progress:
-                progress(value)
-            return
-        unheard.discard(name)
-        if kind == "stopped":
-            halt.set()  # one process's reason (the server is down, too many bounces) is everyone's
-            stopped.append(value)
-        else:
-            _add(total, value)
+    def __init__(self, settings: Settings, now: datetime, limit: int | None) -> None:
+        self.lease = settings.lease_seconds
+        context = multiprocessing.get_context("spawn")
+        self.events = context.Queue()
+        self.go = context.Event()
+        self.halt = context.Event()
+        self.processes = [
+            context.Process(target=_child, args=(share, now, share_limit, self.events, self.go, self.halt, os.getpid()),
+                            name=f"nurture-send-{i}", daemon=True)
+            for i, (share, share_limit) in enumerate(shares(settings, settings.send_processes, limit))
+        ]
+        for process in self.processes:
+            process.start()
 
-    try:
-        while unheard:
-            if stop is not None and stop.is_set():
-                halt.set()
-            try:
-                heard(*events.get(timeout=0.2))
-                continue
-            except queue.Empty:
-                pass
-            silent = [p for p in processes if p.name in unheard and not p.is_alive()]
-            if not silent:
-                continue
-            try:  # an ended child's last words are in the pipe by now
-                heard(*events.get(timeout=0.5))
-            except queue.Empty:
-                for process in silent:  # ended without a word: killed, or out of memory
-                    unheard.discard(process.name)
-                    halt.set()
-                    stopped.append(PassStopped(
-                        f"a sending process ended unexpectedly (exit code {process.exitcode}); the messages it had "
-                        f"claimed go again once their lease runs out (NURTURE_LEASE_SECONDS={settings.lease_seconds})"))
-    finally:
-        halt.set()
-        for process in processes:
-            process.join(timeout=settings.lease_seconds)
-    if stopped:
-        raise stopped[0]
-    return total
+    def cancel(self) -> None:
+        self.halt.set()
+        self.go.set()
+        self._join()
+
+    def send(self, progress: Callable[[int], None] | None, stop: threading.Event | None) -> PassSummary:
+        """Let them send; relay their progress; the sum of their summaries, or the first reason one stopped."""
+        log.info("spreading the pass over %d processes", len(self.processes))
+        self.go.set()
+        total = PassSummary()
+        stopped: list[PassStopped] = []
+        unheard = {p.name for p in self.processes}
+
+        def heard(name: str, kind: str, value) -> None:
+            if kind == "progress":
+                if progress:
+                    progress(value)
+                return
+            unheard.discard(name)
+            if kind == "stopped":
+                self.halt.set()  # one process's reason (the server is down, too many bounces) is everyone's
+                stopped.append(value)
+            else:
+                _add(total, value)
+
+        try:
+            while unheard:
+                if stop is not None and stop.is_set():
+                    self.halt.set()
+                try:
+                    heard(*self.events.get(timeout=0.2))
+                    continue
+                except queue.Empty:
+                    pass
+                silent = [p for p in self.processes if p.name in unheard and not p.is_alive()]
+                if not silent:
+                    continue
+                try:  # an ended child's last words are in the pipe by now
+                    heard(*self.events.get(timeout=0.5))
+                except queue.Empty:
+                    for process in silent:  # ended without a word: killed, or out of memory
+                        unheard.discard(process.name)
+                        self.halt.set()
+                        stopped.append(PassStopped(
+                            f"a sending process ended unexpectedly (exit code {process.exitcode}); the messages it "
+                            f"had claimed go again once their lease runs out (NURTURE_LEASE_SECONDS={self.lease:g})"))
+        finally:
+            self.halt.set()
+            self._join()
+        if stopped:
+            raise stopped[0]
+        return total
+
+    def _join(self) -> None:
+        for process in self.processes:
+            process.join(timeout=self.lease)
 
 
 def _add(total: PassSummary, part: PassSummary) -> None:
@@ -152,7 +179,7 @@ def _add(total: PassSummary, part: PassSummary) -> None:
             setattr(total, field.name, getattr(total, field.name) + getattr(part, field.name))
 
 
-def _child(settings: Settings, now: datetime, limit: int | None, events, halt, parent: int) -> None:
+def _child(settings: Settings, now: datetime, limit: int | None, events, go, halt, parent: int) -> None:
     """One child: its own runtime, sending what it can claim until nothing is due or it is halted."""
     from nurture.runtime import Runtime
 
@@ -166,6 +193,10 @@ def _child(settings: Settings, now: datetime, limit: int | None, events, halt, p
     name = multiprocessing.current_process().name
     runtime = Runtime(settings)
     try:
+        go.wait()  # the parent plans meanwhile
+        if halt.is_set():
+            events.put((name, "done", PassSummary()))
+            return
         summary = runtime.sender().run_pass(
             now, limit=limit, prepared=True, stop=halt, progress=lambda n: events.put((name, "progress", n)))
     except PassStopped as exc:

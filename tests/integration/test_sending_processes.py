@@ -90,3 +90,24 @@ def test_connections_rate_and_limit_are_divided_so_the_children_keep_one_senders
     assert all(p.send_processes == 1 for p, _ in parts)
     # Never more processes than connections: each child needs one.
     assert len(shares(settings.model_copy(update={"smtp_pool_size": 1}), 4, None)) == 1
+
+
+def test_children_started_before_planning_end_with_it_when_planning_stops_the_pass(tmp_path, sqlite_url,
+                                                                                     smtp_server, monkeypatch):
+    """The children start while the parent plans; if the pass stops there (the complaint breaker
+    opens), they end without sending anything."""
+    import multiprocessing
+
+    from nurture.sender import CircuitOpen
+
+    runtime, passes = spread(tmp_path, sqlite_url, smtp_server.url, 50)
+
+    def breaker_opens(now, key_prefix=None):
+        assert len(multiprocessing.active_children()) == 2  # already starting
+        raise CircuitOpen("paused: 3 spam complaints for 200 emails sent in the last 7 days")
+    monkeypatch.setattr(passes.sender, "prepare", breaker_opens)
+    with pytest.raises(CircuitOpen, match="spam complaints"):
+        passes.run(T0)
+    runtime.close()
+    assert multiprocessing.active_children() == []
+    assert smtp_server.handler.messages == [] and outbox_states(runtime) == {}
