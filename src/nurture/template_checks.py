@@ -177,7 +177,7 @@ def _check_html(
 def _allowed_url(url: str, attr: str, *, base_url: str, dev: bool) -> bool:
     if url.startswith("https://"):
         return True
-    if attr == "href" and url.startswith(("mailto:", "tel:")):
+    if attr == "href" and url.startswith(("mailto:", "tel:", "sms:")):  # sms: texting 988
         return True
     return dev and url.startswith(base_url.rstrip("/") + "/")
 

@@ -163,7 +163,7 @@ def test_unsubscribe_link_missing_from_the_layout(emails: Path) -> None:
         ('&middot; <a href="{{ preferences_url }}">Email preferences</a>', 'marketing email has no preferences link (<a href="{{ preferences_url }}">)'),
         ("This email is educational and is not medical advice.", "marketing email has no 'not medical advice' disclaimer"),
         (
-            "Ketamine is FDA-approved as an anesthetic; its use to treat depression is off-label. Esketamine (Spravato), a nasal spray related to ketamine, is FDA-approved for treatment-resistant depression.",
+            "Ketamine is FDA-approved as an anesthetic; its use to treat depression and PTSD is off-label. Esketamine (Spravato), a nasal spray related to ketamine, is FDA-approved for treatment-resistant depression.",
             "marketing email has no line saying ketamine for depression is off-label and esketamine (Spravato) is approved",
         ),
         ("<p>{{ clinic.name }}, {{ clinic.postal_address }}</p>\n{% endblock %}", "marketing email has no postal address ({{ clinic.postal_address }})"),
@@ -183,8 +183,8 @@ def test_crisis_line_missing(emails: Path) -> None:
     # The risks email has its own crisis box near the top, so only the others lose it.
     layout = emails / "layout.html.j2"
     text = layout.read_text()
-    start = text.index('<p class="footer-crisis">')
-    layout.write_text(text[:start] + text[text.index("</p>", start) + 4 :])
+    start = text.index('<table role="presentation" class="crisis"')
+    layout.write_text(text[:start] + text[text.index("</table>", start) + 8 :])
     message = f"marketing email has no crisis line (988, the Suicide & Crisis Lifeline); {FOOTER}"
     assert errors(check(emails)) == [
         Problem(emails / n, extends_line(emails / n), message) for n in sorted(MARKETING) if n != RISKS
