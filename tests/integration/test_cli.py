@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -188,3 +189,51 @@ def test_send_due_with_a_broken_template_keeps_its_mail_and_says_so_loudly(workd
     assert "1 template(s) could not be rendered" in banner and "10-welcome-history.html.j2" in banner
     story = nurture(workdir, "explain", "ann@example.com", "--now", T0.isoformat()).stdout
     assert "render error" in story and "ZeroDivisionError" in story
+
+
+def test_a_broken_template_holds_its_own_mail_loudly_and_resumes_when_fixed(workdir):
+    """{{ frist_name }} saved into the welcome: its messages wait (the confirmation of a new
+    signup still goes), send-due exits 1 naming file:line relative to the templates folder, and
+    once the file is fixed the held messages go at their next attempt."""
+    templates = workdir / "emails"
+    shutil.copytree(TEMPLATES, templates)
+    welcome = templates / "nurture" / "10-welcome-history.html.j2"
+    good = welcome.read_text()
+    welcome.write_text(good.replace("{{ first_name }}", "{{ frist_name }}"))
+    env = {"NURTURE_TEMPLATES_DIR": str(templates)}
+    nurture(workdir, "db", "upgrade", env=env)
+    sessions = session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))
+    confirmed(sessions, "ann@example.com", T0)
+    from nurture import subscribers
+    from nurture.db import transaction
+    from nurture.validation import Signup
+    from factories import REQUEST
+    with transaction(sessions) as session:  # someone else, still to confirm: another template
+        subscribers.subscribe(session, Signup("bo@example.com", None, "America/Chicago", None, False), now=T0,
+                              request=REQUEST, default_timezone="America/Chicago", confirmations_per_day=3)
+
+    broken = nurture(workdir, "send-due", "--now", T0.isoformat(), env=env, check=False)
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    error = broken.stderr.strip().splitlines()[-1]  # after the sender's log line for the row
+    assert error.startswith("error: 1 template(s) could not be rendered")
+    assert "nurture/10-welcome-history.html.j2:10: 'frist_name' is undefined" in error
+    assert str(templates) not in error  # relative, as an editor names it
+    assert "sent 1, retried 1," in broken.stdout  # the confirmation went; the welcome waits
+    assert "as of Tue 01 Dec 2026 09:00 CST (2026-12-01 15:00 UTC)" in broken.stdout
+
+    welcome.write_text(good)
+    later = (T0 + timedelta(hours=1)).isoformat()  # past the first retry (15 min +-20%)
+    fixed = nurture(workdir, "send-due", "--now", later, env=env)
+    assert "sent 1, retried 0," in fixed.stdout
+    assert len(mailbox.Maildir(workdir / "outbox")) == 2
+
+
+def test_now_may_be_relative_and_a_naive_now_is_said_to_be_utc(workdir):
+    nurture(workdir, "db", "upgrade")
+    naive = nurture(workdir, "send-due", "--now", "2026-12-03T09:05")
+    assert "--now 2026-12-03T09:05 has no time zone: read as UTC" in naive.stderr
+    assert "as of Thu 03 Dec 2026 03:05 CST (2026-12-03 09:05 UTC)" in naive.stdout
+    relative = nurture(workdir, "send-due", "--now", "+2 days 09:05")
+    day = datetime.now(timezone.utc).astimezone(ZoneInfo("America/Chicago")).date() + timedelta(days=2)
+    assert f"as of {day:%a %d %b %Y} 09:05 C" in relative.stdout
+    assert "not a time" in one_line_error(nurture(workdir, "send-due", "--now", "+2 fortnights", check=False), 1)

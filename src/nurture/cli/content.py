@@ -53,7 +53,8 @@ def templates_preview(
     try:
         step = find_email(s.templates_dir, key)
         if step is None:
-            raise Fail(f"no email with the key {key!r} in {s.templates_dir} (see `nurture studio` for the list)")
+            raise Fail(f"no email with the key {key!r} in {s.templates_dir}{_did_you_mean(s.templates_dir, key)} "
+                       "(`nurture studio` lists them all)")
         try:
             rendered = rt.renderer.render(step.template, rt.renderer.sample_recipient())
         except RenderError as exc:
@@ -90,6 +91,20 @@ def templates_preview(
         console.print(f"test copy of {step.key} sent to {recipient}: {reply}", highlight=False)
     finally:
         rt.close()
+
+def _did_you_mean(templates_dir, key: str) -> str:
+    """`: did you mean welcome-history?` for `welcome`: a key that starts the same, or a close one."""
+    import difflib
+
+    from nurture.sequences import TemplateFormatError, load_newsletters, load_sequences
+
+    try:
+        keys = [st.key for seq in load_sequences(templates_dir).values() for st in seq.steps]
+        keys += list(load_newsletters(templates_dir))
+    except (TemplateFormatError, OSError):
+        return ""
+    close = [k for k in keys if k.startswith(key) or key in k] or difflib.get_close_matches(key, keys, n=3)
+    return f": did you mean {' or '.join(close[:3])}?" if close else ""
 
 @app.command()
 def studio(
@@ -152,6 +167,9 @@ def broadcast_list() -> None:
             rows = broadcasts.list_broadcasts(session)
     finally:
         rt.close()
+    if not rows:
+        out.print("no broadcasts yet (`nurture broadcast create KEY` makes one)")
+        return
     table = Table("id", "template", "audience", "goes at (UTC)", "state", "recipients", "sent", "queued", "failed")
     for row in rows:
         b, c = row.broadcast, row.counts
@@ -180,16 +198,20 @@ def broadcast_send(
         with transaction(rt.sessions) as session:
             added = broadcasts.include_new(session, broadcast_id, now=instant, sequence=planner.sequence(),
                                            window=planner.window) if include_new else 0
-            due = broadcasts.send_now(session, broadcast_id, now=instant, window=planner.window)
+            broadcasts.send_now(session, broadcast_id, now=instant, window=planner.window)
+            held = broadcasts.deferred(session, broadcast_id, now=instant)
         summary = rt.sender().run_pass(instant, key_prefix=f"bcast:{broadcast_id}")
     except (broadcasts.BroadcastError, PassStopped) as exc:
         raise Fail(str(exc)) from None
     finally:
         rt.close()
-    later = f"; {due - summary.sent} wait for a day without a sequence email" if due > summary.sent else ""
-    out.print(f"broadcast {broadcast_id}: {summary.line()}" + (f"; {added} new people added" if added else "") + later)
+    opens = f"{planner.window.start // 60:02d}:{planner.window.start % 60:02d}"
+    later = (f"; {held} deferred to tomorrow {opens} their local time: they had a sequence email today"
+             if held else "")
+    out.print(f"broadcast {broadcast_id}: {summary.line()}" + (f"; {added} new people added" if added else "") + later,
+              highlight=False)
     if summary.broken:
-        raise Fail(broken_templates(summary.broken))
+        raise Fail(broken_templates(summary.broken, s.templates_dir))
 
 @broadcast_app.command("cancel")
 def broadcast_cancel(broadcast_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from nurture.cli.common import (Fail, app, broken_templates, console, out, parse_now, runtime, safe_url, settings,
-                                setup_logging)
+from nurture.cli.common import (Fail, app, broken_templates, console, instant_line, out, parse_now, runtime, safe_url,
+                                settings, setup_logging)
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
@@ -80,7 +80,9 @@ def scheduler() -> None:
 
 @app.command("send-due")
 def send_due(
-    now: Annotated[Optional[str], typer.Option(help="Pretend it is this instant (ISO-8601), to fast-forward.")] = None,
+    now: Annotated[Optional[str], typer.Option(
+        help="Pretend it is this instant, to fast-forward: ISO-8601 with an offset (2026-12-03T09:05:00-06:00), "
+             "or relative, \"+2 days 09:05\" (that time in the clinic's zone).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Send at most this many messages.")] = None,
 ) -> None:
     """One pass: queue the sequence steps due at NOW and send everything due."""
@@ -88,8 +90,9 @@ def send_due(
 
     from nurture.sender import PassStopped
 
-    instant = parse_now(now)
-    rt = runtime()
+    s = settings()
+    instant = parse_now(now, zone=s.timezone)
+    rt = runtime(s)
     try:
         sender = rt.sender()
         if console.is_terminal:
@@ -103,9 +106,10 @@ def send_due(
         raise Fail(str(exc)) from None
     finally:
         rt.close()
-    out.print(f"planned {summary.planned}; {summary.line()}")
+    out.print(f"as of {instant_line(instant, s.timezone)}: planned {summary.planned}; {summary.line()}",
+              highlight=False)
     if summary.broken:
-        raise Fail(broken_templates(summary.broken))
+        raise Fail(broken_templates(summary.broken, s.templates_dir))
 
 @app.command()
 def explain(
@@ -170,7 +174,9 @@ def stats(
         if sequence is None:
             raise Fail(f"no sequence {s.sequence!r} in {s.templates_dir}")
         with rt.sessions() as session:
-            funnel = reports.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url)
+            funnel = reports.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url,
+                                    trackable=reports.trackable_links(rt.renderer, (st.template for st in sequence.steps),
+                                                                      track_clicks=s.track_clicks))
             trouble = reports.problems(session)
     except TemplateFormatError as exc:
         raise Fail(str(exc)) from None
@@ -187,11 +193,15 @@ def stats(
     out.print(f"[bold]{s.clinic_name}[/] · sequence {funnel.sequence} · {scope}")
     out.print(f"signups {funnel.signups} · confirmed {funnel.confirmed} ({pct(funnel.confirm_rate)}) · "
               f"consultation clicks {funnel.goal} ({pct(funnel.goal_rate)} of confirmed)")
-    table = Table("#", "step", "sent", "clicked", "rate", "consultation", "unsubscribed", "bounced")
+    table = Table("#", "step", "sent", "not yet due", "stopped", "clicked", "rate", "consultation", "unsubscribed",
+                  "bounced")
     for step in funnel.steps:
-        table.add_row(str(step.position + 1), step.key, str(step.sent), str(step.clickers), pct(step.click_rate),
-                      str(step.goal_clickers), str(step.unsubscribed), str(step.bounced))
+        clicks = (("no links", "") if step.trackable is False else (str(step.clickers), pct(step.click_rate)))
+        table.add_row(str(step.position + 1), step.key, str(step.sent), str(step.not_yet_due), str(step.stopped),
+                      *clicks, str(step.goal_clickers), str(step.unsubscribed), str(step.bounced))
     out.print(table)
+    out.print("not yet due: still in the series, it comes on its day · stopped: left, bounced, or that email failed · "
+              "no links: nothing in that email to click but the unsubscribe links and the shared footer", highlight=False)
     if trouble:
         out.print(f"not sent: {trouble.retrying} retrying, {trouble.failed} failed, {trouble.unknown} unknown "
                   "(nurture explain EMAIL shows one person's)")

@@ -61,7 +61,8 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
     settings = runtime.settings
     zone = ZoneInfo(settings.timezone)
     pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    pages.filters.update(when=lambda t: _when(t, zone), day=_day, pct=_pct, num=_num)
+    pages.filters.update(when=lambda t: _when(t, zone), day=_day, pct=_pct, num=_num,
+                         reason=lambda text: _reason(text, settings.templates_dir))
     pages.globals.update(clinic_name=settings.clinic_name, clinic_zone=settings.timezone)
     failures = _Failures(_FAILURES_PER_MINUTE, 60.0)
     router = APIRouter(include_in_schema=False)
@@ -107,12 +108,16 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
                 search.error = exc.message
         with runtime.sessions() as session:
             funnel = reports.funnel(session, since=since, sequence=sequence,
-                                    consultation_url=settings.consultation_url)
+                                    consultation_url=settings.consultation_url,
+                                    trackable=reports.trackable_links(runtime.renderer, (s.template for s in sequence.steps),
+                                                                      track_clicks=settings.track_clicks))
             per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now)
             deliveries = reports.recent_deliveries(session, LIST_LIMIT)
             waiting = reports.upcoming(session, now=now, limit=LIST_LIMIT)
             queue = reports.queue_counts(session, now=now)
             unverified, unverified_total = bounces.recent_unverified(session, UNVERIFIED_LIMIT)
+            broken = [_Broken(b, fixed=_renders_now(runtime, b.template))
+                      for b in reports.broken_templates(session, settings.templates_dir)]
             if search.email:
                 try:
                     search.timeline = build_timeline(session, search.email, now=now,
@@ -126,10 +131,28 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
             "admin.html", funnel=funnel, chart=funnel_chart(funnel), per_day=per_day_chart(per_day),
             deliveries=deliveries, waiting=waiting, queue=queue, search=search, now=now,
             unverified=unverified, unverified_total=unverified_total, claimed=_CLAIMED,
-            days=days, periods=PERIODS, notes=[n for n in (period_note, sequence_note) if n],
+            days=days, periods=PERIODS, notes=[n for n in (period_note, sequence_note) if n], broken=broken,
         )
 
     return router
+
+
+@dataclass(frozen=True)
+class _Broken:
+    """A template the sender could not render, and whether it renders now (fixed since)."""
+
+    report: reports.BrokenTemplate
+    fixed: bool
+
+
+def _renders_now(runtime: Runtime, template: str) -> bool:
+    """Whether the template renders for a sample person now: once the file is fixed, the banner
+    says the held messages go at their next attempt instead of repeating the old error."""
+    try:
+        runtime.renderer.render(template, runtime.renderer.sample_recipient())
+    except Exception:  # noqa: BLE001 - any failure means: still broken
+        return False
+    return True
 
 
 @dataclass
@@ -240,12 +263,26 @@ def funnel_chart(funnel: reports.Funnel) -> FunnelChart:
             _share(funnel.confirm_rate, "of signups"), figure="confirmed"),
     ]
     for n, step in enumerate(funnel.steps, start=1):
-        note = f"sent · {step.clickers:,} clicked ({_pct(step.click_rate)})" if step.sent else "sent"
-        bars.append(Bar(f"Email {n} · {step.key}", step.sent, width(step.sent), "step", note,
+        bars.append(Bar(f"Email {n} · {step.key}", step.sent, width(step.sent), "step", _step_note(step),
                         step.clickers, width(step.clickers), figure=f"step:{step.key}:sent"))
     bars.append(Bar("Clicked “book a consultation”", funnel.goal, width(funnel.goal), "goal",
                     _share(funnel.goal_rate, "of confirmed"), figure="goal"))
     return FunnelChart(bars)
+
+
+def _step_note(step: reports.StepFigures) -> str:
+    """What follows a step's sent figure: its clicks (or that it has no link to click), then who
+    has not had it yet and why, so a later email's smaller bar is not read as people dropping off."""
+    parts = ["sent"]
+    if step.trackable is False:
+        parts.append("no links of its own")
+    elif step.sent:
+        parts.append(f"{step.clickers:,} clicked ({_pct(step.click_rate)})")
+    if step.not_yet_due:
+        parts.append(f"{step.not_yet_due:,} not yet due")
+    if step.stopped:
+        parts.append(f"{step.stopped:,} stopped")
+    return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -293,6 +330,13 @@ def _pct(rate: float | None) -> str:
         return "–"
     percent = rate * 100
     return f"{percent:.0f}%" if percent >= 10 or percent == 0 else f"{percent:.1f}%"
+
+
+def _reason(text: str | None, templates_dir: Path) -> str:
+    """An outbox row's last error as shown: a render error names its file relative to the templates."""
+    if text and text.startswith("render error: "):
+        return "render error: " + reports.where_in_templates(text, templates_dir)
+    return text or ""
 
 
 def _num(n: int) -> str:
