@@ -7,6 +7,7 @@ bad value becomes one :class:`ConfigError` line naming the variable instead of a
 from __future__ import annotations
 
 import ipaddress
+from email.utils import getaddresses, parseaddr, quote
 import os
 import re
 import secrets
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     db_patience_seconds: float = Field(60.0, ge=0, le=3600, description="how long a pass waits out a database outage")
     resend_unknown: bool = True
     mail_from: str = Field("Clearwater Psychiatry <care@clearwater-psychiatry.example>", alias="NURTURE_FROM")
+    # The confirmation (transactional stream) may come from its own address, and bounce to its own
+    # Return-Path; by default it is NURTURE_FROM and that address.
+    transactional_from: str | None = None
+    transactional_return_path: str | None = None
     outbox_dir: Path = Path("outbox")
     dev_recipient: str | None = None
     dkim_key_file: Path | None = None
@@ -150,6 +155,21 @@ class Settings(BaseSettings):
     def _proxies(cls, value: object) -> tuple[str, ...]:
         """``"10.0.0.0/8, 192.0.2.7"``: addresses or networks (no host names, no ``*``)."""
         return _comma_list(value, _proxy, "must be IP addresses or networks separated by commas")
+
+    @field_validator("mail_from", "transactional_from")
+    @classmethod
+    def _from(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else mailbox(value)
+
+    @field_validator("transactional_return_path")
+    @classmethod
+    def _return_path(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        name, address = parseaddr(mailbox(value))
+        if name:
+            raise ValueError("must be a bare address such as bounces@clinic.example, with no display name")
+        return address
 
     @field_validator("secret_key", mode="before")
     @classmethod
@@ -285,6 +305,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, env_file: str | N
         raise ConfigError(_describe(exc)) from None
     if not settings.is_dev:
         _check_production_secret(settings.secret_key)
+        _check_production_base_url(settings.base_url)
     if settings.secret_key is None:
         settings = settings.model_copy(update={"secret_key": SecretStr(_dev_secret())})
     return settings
@@ -304,6 +325,48 @@ def _check_production_secret(secret: SecretStr | None) -> None:
     if size < MIN_SECRET_BYTES:
         raise ConfigError(f"NURTURE_SECRET_KEY: must be at least {MIN_SECRET_BYTES} bytes when "
                           f"NURTURE_ENV=production, not {size} ({_MAKE_ONE})")
+
+
+def _check_production_base_url(base_url: str) -> None:
+    """The unsubscribe links (and the one-click POST of RFC 8058, which requires HTTPS) go to the
+    base URL: in production it must be https."""
+    if urlsplit(base_url).scheme != "https":
+        raise ConfigError(f"NURTURE_BASE_URL: must be an https:// URL when NURTURE_ENV=production (the one-click "
+                          f"unsubscribe of RFC 8058 requires HTTPS), got {redact_url(base_url)!r}")
+
+
+_SPECIALS = set('()<>[]:;@\\,."')
+
+
+def mailbox(value: str) -> str:
+    """One address for a From header, ``Name <local@domain>`` or ``local@domain``, checked once at
+    start so that no message fails to encode later: exactly one address (an unquoted comma in the
+    name would make two), an ASCII local part, the domain as IDNA A-labels. A name that needs quoting
+    comes back quoted; a non-ASCII name is kept (messages.py encodes it per RFC 2047)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be one line, without control characters")
+    pairs = getaddresses([value.strip()])
+    if len(pairs) != 1 or value.count("<") > 1:
+        raise ValueError('must be one address; put a display name that has a comma in double quotes, '
+                         'as in "Clinic, Madison" <care@clinic.example>')
+    name, address = pairs[0]
+    local, at, domain = address.rpartition("@")
+    if not (at and local and domain) or any(c in address for c in ' <>"'):
+        raise ValueError("must be an address such as Clinic <care@clinic.example>")
+    if not local.isascii():
+        raise ValueError("the part before @ must be ASCII (mail servers cannot all take more in a From address)")
+    try:
+        domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        domain = ""
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels):
+        raise ValueError("the part after @ must be a domain such as clinic.example")
+    address = f"{local}@{domain}"
+    if not name:
+        return address
+    shown = f'"{quote(name)}"' if _SPECIALS & set(name) else name
+    return f"{shown} <{address}>"
 
 
 _SECRET_FIELDS = ("secret", "password")
