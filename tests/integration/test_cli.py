@@ -44,7 +44,8 @@ def one_line_error(done, code):
 
 
 def test_fresh_folder_upgrade_send_due_explain(workdir):
-    assert "database is up to date" in nurture(workdir, "db", "upgrade").stderr
+    assert "created the database: sqlite:///subscribers.db" in nurture(workdir, "db", "upgrade").stderr
+    assert "database is up to date: sqlite:///subscribers.db" in nurture(workdir, "db", "upgrade").stderr
     assert (workdir / "subscribers.db").exists()
     confirmed(session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}")), "ann@example.com", T0)
     first = nurture(workdir, "send-due", "--now", T0.isoformat()).stdout
@@ -52,9 +53,18 @@ def test_fresh_folder_upgrade_send_due_explain(workdir):
     assert "sent 0," in nurture(workdir, "send-due", "--now", (T0 + timedelta(hours=1)).isoformat()).stdout
     assert "sent 1," in nurture(workdir, "send-due", "--now", (T0 + timedelta(days=2)).isoformat()).stdout
     assert len(mailbox.Maildir(workdir / "outbox")) == 2
+    from nurture.db import transaction
+    from nurture.models import Event, OutboxMessage
+    with transaction(sessions := session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))) as session:
+        row = session.query(OutboxMessage).filter(OutboxMessage.key == "seq:nurture:how-it-may-work").one()
+        session.add(Event(kind="clicked", created_at=T0 + timedelta(days=2, minutes=30), outbox_id=row.id,
+                          subscriber_id=row.subscriber_id, detail="https://clearwater-psychiatry.example/learn"))
     story = nurture(workdir, "explain", "ANN@example.com", "--now", (T0 + timedelta(days=2, hours=1)).isoformat())
     assert "seq:nurture:welcome-history · sent" in story.stdout
-    assert "next: risks-side-effects" in story.stdout
+    assert "clicked · seq:nurture:how-it-may-work" in story.stdout
+    assert "https://clearwater-psychiatry.example/learn" in story.stdout
+    assert "next: risks-side-effects, scheduled for " in story.stdout and " at 09:00 CST their time (" in story.stdout
+    sessions.kw["bind"].dispose()
 
 
 def test_bad_input_is_one_line_and_a_non_zero_exit(workdir):
@@ -237,3 +247,37 @@ def test_now_may_be_relative_and_a_naive_now_is_said_to_be_utc(workdir):
     day = datetime.now(timezone.utc).astimezone(ZoneInfo("America/Chicago")).date() + timedelta(days=2)
     assert f"as of {day:%a %d %b %Y} 09:05 C" in relative.stdout
     assert "not a time" in one_line_error(nurture(workdir, "send-due", "--now", "+2 fortnights", check=False), 1)
+
+
+def test_outbox_last_prints_the_newest_message_decoded_and_its_links_whole(workdir):
+    assert "no message in" in one_line_error(nurture(workdir, "outbox", "last", check=False), 1)
+    nurture(workdir, "db", "upgrade")
+    sessions = session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))
+    from nurture import subscribers
+    from nurture.db import transaction
+    from nurture.validation import Signup
+    from factories import REQUEST
+    with transaction(sessions) as session:
+        subscribers.subscribe(session, Signup("bo@example.com", "Bo", "America/Chicago", None, False), now=T0,
+                              request=REQUEST, default_timezone="America/Chicago", confirmations_per_day=3)
+    nurture(workdir, "send-due", "--now", T0.isoformat())
+    shown = nurture(workdir, "outbox", "last").stdout
+    assert "To: bo@example.com" in shown and "Subject: " in shown
+    # Decoded, not quoted-printable: no =3D, no soft line break (a line ending in "=" that is not a rule).
+    assert "=3D" not in shown and not [l for l in shown.splitlines() if l.endswith("=") and l.strip("=")]
+    links = nurture(workdir, "outbox", "last", "--links", "--save", "confirm.eml").stdout.split()
+    confirm = [url for url in links if "/confirm/" in url]
+    assert len(confirm) == 1 and confirm[0].startswith("http://127.0.0.1:8000/confirm/")
+    raw = (workdir / "confirm.eml").read_bytes()
+    assert raw.startswith(b"") and b"Subject:" in raw and b"Message-ID:" in raw
+    # The link is the one the app accepts: it opens the confirmation page, not a 404.
+    from fastapi.testclient import TestClient
+    from conftest import make_settings
+    from nurture.runtime import Runtime
+    from nurture.web import create_app
+    runtime = Runtime(make_settings(workdir, f"sqlite:///{workdir / 'subscribers.db'}"))
+    try:
+        with TestClient(create_app(runtime, dispatch=False)) as client:
+            assert client.get(confirm[0].removeprefix("http://127.0.0.1:8000")).status_code == 200
+    finally:
+        runtime.close()
