@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     clinic_phone: str = "(608) 555-0142"
     website_url: str = "https://clearwater-psychiatry.example"
     consultation_url: str = "https://clearwater-psychiatry.example/consultation"
+    # The clinic's own privacy policy, linked from the privacy notice at /privacy when set.
+    privacy_policy_url: str | None = None
     timezone: str = "America/Chicago"
     templates_dir: Path = Path("templates/emails")
     sequence: str = "nurture"
@@ -119,6 +121,11 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:", "postgresql")):
             raise ValueError("must be sqlite:///file.db or postgresql+psycopg://user@host/db")
         return value
+
+    @field_validator("privacy_policy_url")
+    @classmethod
+    def _privacy_policy(cls, value: str | None) -> str | None:
+        return _optional_url(value, ("http", "https"), "must be an http(s) URL such as https://clinic.example/privacy")
 
     @field_validator("smtp_url")
     @classmethod

@@ -151,7 +151,7 @@ def sample_recipient(base_url: str) -> dict[str, str]:
         "first_name": "Alex",
         "unsubscribe_url": f"{base}/unsubscribe/sample-token",
         # As Links.preferences builds it: the unsubscribe page is also the preferences page.
-        "preferences_url": f"{base}/unsubscribe/sample-token#choices",
+        "preferences_url": f"{base}/preferences/sample-token",
         "confirm_url": f"{base}/confirm/sample-token",
     }
 
