@@ -31,7 +31,7 @@ run: install
 	$(BIN)/nurture run
 
 validate: install
-	$(BIN)/nurture templates validate
+	$(BIN)/nurture templates validate --strict
 
 test: install-test validate
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

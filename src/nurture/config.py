@@ -23,6 +23,12 @@ from dotenv import dotenv_values
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "NURTURE_"
+# What the consultation email says until the clinic fills in its own facts: true everywhere, no price
+# or promise the clinic has not made.
+DEFAULT_COST_TEXT = ("Ask us for the current price of a consultation and of a course of treatment; we will give it "
+                     "to you in writing before you decide anything.")
+DEFAULT_INSURANCE_TEXT = ("Insurance often does not cover ketamine treatment for depression, because that use is "
+                          "off-label. Check with your insurer; we can give you the details they ask for.")
 DEV_SECRET_FILE = Path(".nurture-dev-secret")
 
 
@@ -54,7 +60,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(300.0, ge=1, le=86400, description="how long a claimed message is a worker's own")
     db_patience_seconds: float = Field(60.0, ge=0, le=3600, description="how long a pass waits out a database outage")
     resend_unknown: bool = True
-    mail_from: str = Field("Clearwater Psychiatry <care@clearwater-psychiatry.example>", alias="NURTURE_FROM")
+    # The From display name shows on lock screens and in shared inboxes: neutral by default, with no
+    # drug, diagnosis or specialty in it, and separate from the clinic's legal name (clinic_name).
+    mail_from: str = Field("Clearwater Care Team <care@clearwater-psychiatry.example>", alias="NURTURE_FROM")
     # The confirmation (transactional stream) may come from its own address, and bounce to its own
     # Return-Path; by default it is NURTURE_FROM and that address.
     transactional_from: str | None = None
@@ -81,6 +89,12 @@ class Settings(BaseSettings):
     # The clinic's own privacy policy, linked from the privacy notice at /privacy when set.
     privacy_policy_url: str | None = None
     timezone: str = "America/Chicago"
+    # Practical facts for the consultation email, in the clinic's own words.
+    cost_text: str = Field(DEFAULT_COST_TEXT, min_length=1)
+    insurance_text: str = Field(DEFAULT_INSURANCE_TEXT, min_length=1)
+    consultation_format: Literal["in-person", "telehealth", "either"] = "either"
+    # Only a certified Spravato REMS treatment center may give esketamine; the invitation offers it only then.
+    esketamine_certified: bool = False
     templates_dir: Path = Path("templates/emails")
     sequence: str = "nurture"
 
@@ -201,7 +215,8 @@ class Settings(BaseSettings):
     def clinic(self) -> dict[str, str]:
         """The clinic's details as the email templates see them (``clinic.name`` and so on)."""
         return {"name": self.clinic_name, "postal_address": self.postal_address, "phone": self.clinic_phone,
-                "website_url": self.website_url}
+                "website_url": self.website_url, "cost": self.cost_text, "insurance": self.insurance_text,
+                "consultation_format": self.consultation_format, "esketamine_certified": self.esketamine_certified}
 
     def require_templates(self) -> None:
         """Commands that render or plan email need the templates; say so in one line if missing."""

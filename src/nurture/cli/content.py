@@ -18,13 +18,20 @@ app.add_typer(broadcast_app, name="broadcast")
 
 
 @templates_app.command("validate")
-def templates_validate() -> None:
+def templates_validate(
+    strict: Annotated[bool, typer.Option("--strict", help="Wording warnings (health words in subjects, "
+                                         "counts, claims) are errors too; `make test` uses this.")] = False,
+) -> None:
     """Check every email template; prints file:line messages and exits 1 on any error."""
+    from zoneinfo import ZoneInfo
+
     from nurture.template_checks import check_templates
 
     s = settings()
     s.require_templates()
-    problems = check_templates(s.templates_dir, base_url=s.base_url, dev=s.is_dev, clinic=s.clinic)
+    today = datetime.now(ZoneInfo(s.timezone)).date()  # the clinic's date: a date in the text may have passed
+    problems = check_templates(s.templates_dir, base_url=s.base_url, dev=s.is_dev, clinic=s.clinic, strict=strict,
+                               today=today)
     for problem in problems:
         colour = "red" if problem.severity == "error" else "yellow"
         console.print(f"[{colour}]{problem.severity}[/] ", end="")
