@@ -350,6 +350,25 @@ def unsubscribe(
     return True
 
 
+def resend_confirmation(
+    session: Session, subscriber_id: int, *, now: datetime, request: RequestInfo, confirmations_per_day: int
+) -> bool:
+    """Another confirmation email for a person still pending, asked for by the clinic (someone on
+    the phone says it never came): no 10-minute pause, but the daily cap still holds, so nobody
+    can mail-bomb a stranger this way either. Recorded in the consent ledger with who asked
+    (``request.source``). Returns whether one was queued."""
+    subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
+    if subscriber is None or subscriber.status is not Status.pending:
+        return False
+    if not _may_send_confirmation(session, subscriber, now, confirmations_per_day, fresh=True):
+        return False
+    subscriber.confirm_round += 1
+    outbox.enqueue(session, subscriber_id=subscriber.id, key=f"sys:confirm:{subscriber.confirm_round}",
+                   template=CONFIRM_TEMPLATE, due_at=now, now=now)
+    _record_consent(session, subscriber.id, "resend-confirm", now, request, None)
+    return True
+
+
 RESUME_SCOPES = ("series", "newsletter")
 
 
