@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from nurture import subscribers
 from nurture.db import transaction
@@ -11,6 +11,19 @@ from nurture.subscribers import RequestInfo
 from nurture.validation import Signup, normalise_email
 
 REQUEST = RequestInfo(ip="192.0.2.1", user_agent="tests", source="tests")
+
+
+class Clock:
+    """A clock to pass to ``create_app(clock=...)``: it says ``now`` until a test moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta) -> None:
+        self.now += timedelta(**delta)
 
 
 def confirmed(sessions, address: str, at: datetime, zone: str = "America/Chicago") -> int:

@@ -12,6 +12,11 @@ recorded as an ``unverified`` event that says what it claimed and why it was not
 suppresses nobody and counts in no rate. The readers of Maildir, mbox and IMAP live in
 :mod:`nurture.bounce_sources`; both modules' public names are importable from here too, so
 callers need one import.
+
+The same mailbox receives the mails that List-Unsubscribe's ``mailto:`` sends (messages.py): their
+subject is ``unsubscribe <token>``, the token of that person's one-click link, signed with our key.
+The token is the proof, as it is for the link: a stranger cannot make one for someone else's
+address, and a mail without a valid token unsubscribes nobody (it is recorded as unverified).
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from nurture.db import transaction
 from nurture.messages import message_id as outbox_message_id
 from nurture.messages import sender_domain
 from nurture.models import Event, OutboxMessage, Status, Subscriber
-from nurture.subscribers import find_by_email, mark_status
+from nurture.subscribers import RequestInfo, find_by_email, mark_status, unsubscribe
+from nurture.tokens import InvalidToken, Tokens
 from nurture.validation import InvalidInput, normalise_email
 
 __all__ = [
@@ -83,6 +89,7 @@ class IngestReport:
     suppressed: int = 0  # subscribers newly marked bounced or complained
     unverified: int = 0  # findings in reports not tied to a message we sent: recorded, not applied
     deferred: int = 0  # reports left unread for the next run: DNS did not answer for their DKIM key
+    unsubscribed: int = 0  # people unsubscribed by a mail to the List-Unsubscribe address
 
     def summary(self) -> str:
         return ", ".join(f"{f.name} {getattr(self, f.name)}" for f in fields(self))
@@ -132,10 +139,14 @@ def ingest(
             message = email.message_from_bytes(raw)
             if not raw.strip() or not message.keys():
                 raise ValueError("no headers")
-            findings = classify(message)
+            token = unsubscribe_token(message)
+            findings = classify(message) if token is None else []
         except Exception as exc:  # noqa: BLE001 - one broken message must not stop the run
             log.warning("unparseable returned message: %s", exc)
             report.unparseable += 1
+            continue
+        if token is not None:
+            _unsubscribe_by_mail(sessions, token, _marker(message, raw), report, now=now, secret=secret)
             continue
         if not findings:
             report.ignored += 1
@@ -166,6 +177,42 @@ def ingest(
         for name, value in counts.items():
             setattr(report, name, getattr(report, name) + value)
     return report
+
+
+# "unsubscribe <token>", perhaps behind a client's "Re:" or "Fwd:"; the token as Tokens.unsubscribe makes it.
+_UNSUBSCRIBE_SUBJECT = re.compile(r"^(?:\s*(?:re|fwd?|aw|wg)\s*:)*\s*unsubscribe\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)\s*$",
+                                  re.IGNORECASE)
+MAILTO_SOURCE = "list-unsubscribe mailto"  # how the consent ledger names this way of leaving
+
+
+def unsubscribe_token(message: Message) -> str | None:
+    """The token of a mail sent by List-Unsubscribe's mailto: (its subject), else None."""
+    subject = " ".join(str(message.get("Subject", "")).split())
+    match = _UNSUBSCRIBE_SUBJECT.match(subject)
+    return match.group(1) if match else None
+
+
+def _unsubscribe_by_mail(sessions: sessionmaker[Session], token: str, marker: str, report: IngestReport, *,
+                         now: datetime, secret: str) -> None:
+    """Unsubscribe the person the token names, in one transaction with the marker; a token we did not
+    sign is recorded as unverified and changes nobody."""
+    try:
+        subscriber_id = Tokens(secret).read_unsubscribe(token)
+    except InvalidToken:
+        subscriber_id = None
+    with transaction(sessions) as session:
+        if _seen(session, marker):
+            report.duplicates += 1
+            return
+        if subscriber_id is None:
+            outbox.record_event(session, UNVERIFIED, now,
+                                detail="unsubscribe -: a mail to the unsubscribe address with a token we did not sign")
+            report.unverified += 1
+        elif unsubscribe(session, subscriber_id, scope="all", now=now, request=RequestInfo(None, None, MAILTO_SOURCE)):
+            report.unsubscribed += 1
+        else:
+            report.ignored += 1  # already unsubscribed (or erased): nothing to change
+        outbox.record_event(session, SEEN, now, detail=marker)
 
 
 class _TryLater(Exception):

@@ -105,6 +105,15 @@ def send_now(session: Session, broadcast_id: int, *, now: datetime, window: Wind
     return sum(1 for row in due if row["due_at"] <= now)
 
 
+def deferred(session: Session, broadcast_id: int, *, now: datetime) -> int:
+    """How many copies still wait after ``now`` (for ``broadcast send`` to say so): right after
+    send_now, those held to the recipient's next local day because they had a sequence email today."""
+    return session.scalar(
+        select(func.count()).where(OutboxMessage.key == f"bcast:{broadcast_id}",
+                                   OutboxMessage.state == OutboxState.queued, OutboxMessage.due_at > now)
+    ) or 0
+
+
 def cancel(session: Session, broadcast_id: int) -> int:
     """Cancel what has not gone yet; returns how many copies were stopped."""
     broadcast = _open(session, broadcast_id)

@@ -7,6 +7,7 @@ bad value becomes one :class:`ConfigError` line naming the variable instead of a
 from __future__ import annotations
 
 import ipaddress
+from email.utils import getaddresses, parseaddr, quote
 import os
 import re
 import secrets
@@ -22,6 +23,12 @@ from dotenv import dotenv_values
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "NURTURE_"
+# What the consultation email says until the clinic fills in its own facts: true everywhere, no price
+# or promise the clinic has not made.
+DEFAULT_COST_TEXT = ("Ask us for the current price of a consultation and of a course of treatment; we will give it "
+                     "to you in writing before you decide anything.")
+DEFAULT_INSURANCE_TEXT = ("Insurance often does not cover ketamine treatment for depression, because that use is "
+                          "off-label. Check with your insurer; we can give you the details they ask for.")
 DEV_SECRET_FILE = Path(".nurture-dev-secret")
 
 
@@ -55,7 +62,13 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(300.0, ge=1, le=86400, description="how long a claimed message is a worker's own")
     db_patience_seconds: float = Field(60.0, ge=0, le=3600, description="how long a pass waits out a database outage")
     resend_unknown: bool = True
-    mail_from: str = Field("Clearwater Psychiatry <care@clearwater-psychiatry.example>", alias="NURTURE_FROM")
+    # The From display name shows on lock screens and in shared inboxes: neutral by default, with no
+    # drug, diagnosis or specialty in it, and separate from the clinic's legal name (clinic_name).
+    mail_from: str = Field("Clearwater Care Team <care@clearwater-psychiatry.example>", alias="NURTURE_FROM")
+    # The confirmation (transactional stream) may come from its own address, and bounce to its own
+    # Return-Path; by default it is NURTURE_FROM and that address.
+    transactional_from: str | None = None
+    transactional_return_path: str | None = None
     outbox_dir: Path = Path("outbox")
     dev_recipient: str | None = None
     dkim_key_file: Path | None = None
@@ -75,7 +88,15 @@ class Settings(BaseSettings):
     clinic_phone: str = "(608) 555-0142"
     website_url: str = "https://clearwater-psychiatry.example"
     consultation_url: str = "https://clearwater-psychiatry.example/consultation"
+    # The clinic's own privacy policy, linked from the privacy notice at /privacy when set.
+    privacy_policy_url: str | None = None
     timezone: str = "America/Chicago"
+    # Practical facts for the consultation email, in the clinic's own words.
+    cost_text: str = Field(DEFAULT_COST_TEXT, min_length=1)
+    insurance_text: str = Field(DEFAULT_INSURANCE_TEXT, min_length=1)
+    consultation_format: Literal["in-person", "telehealth", "either"] = "either"
+    # Only a certified Spravato REMS treatment center may give esketamine; the invitation offers it only then.
+    esketamine_certified: bool = False
     templates_dir: Path = Path("templates/emails")
     sequence: str = "nurture"
 
@@ -117,6 +138,11 @@ class Settings(BaseSettings):
             raise ValueError("must be sqlite:///file.db or postgresql+psycopg://user@host/db")
         return value
 
+    @field_validator("privacy_policy_url")
+    @classmethod
+    def _privacy_policy(cls, value: str | None) -> str | None:
+        return _optional_url(value, ("http", "https"), "must be an http(s) URL such as https://clinic.example/privacy")
+
     @field_validator("smtp_url")
     @classmethod
     def _smtp(cls, value: str | None) -> str | None:
@@ -153,6 +179,21 @@ class Settings(BaseSettings):
         """``"10.0.0.0/8, 192.0.2.7"``: addresses or networks (no host names, no ``*``)."""
         return _comma_list(value, _proxy, "must be IP addresses or networks separated by commas")
 
+    @field_validator("mail_from", "transactional_from")
+    @classmethod
+    def _from(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else mailbox(value)
+
+    @field_validator("transactional_return_path")
+    @classmethod
+    def _return_path(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        name, address = parseaddr(mailbox(value))
+        if name:
+            raise ValueError("must be a bare address such as bounces@clinic.example, with no display name")
+        return address
+
     @field_validator("secret_key", mode="before")
     @classmethod
     def _blank_secret(cls, value: object) -> object:
@@ -176,7 +217,8 @@ class Settings(BaseSettings):
     def clinic(self) -> dict[str, str]:
         """The clinic's details as the email templates see them (``clinic.name`` and so on)."""
         return {"name": self.clinic_name, "postal_address": self.postal_address, "phone": self.clinic_phone,
-                "website_url": self.website_url}
+                "website_url": self.website_url, "cost": self.cost_text, "insurance": self.insurance_text,
+                "consultation_format": self.consultation_format, "esketamine_certified": self.esketamine_certified}
 
     def require_templates(self) -> None:
         """Commands that render or plan email need the templates; say so in one line if missing."""
@@ -287,6 +329,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, env_file: str | N
         raise ConfigError(_describe(exc)) from None
     if not settings.is_dev:
         _check_production_secret(settings.secret_key)
+        _check_production_base_url(settings.base_url)
     if settings.secret_key is None:
         settings = settings.model_copy(update={"secret_key": SecretStr(_dev_secret())})
     return settings
@@ -306,6 +349,48 @@ def _check_production_secret(secret: SecretStr | None) -> None:
     if size < MIN_SECRET_BYTES:
         raise ConfigError(f"NURTURE_SECRET_KEY: must be at least {MIN_SECRET_BYTES} bytes when "
                           f"NURTURE_ENV=production, not {size} ({_MAKE_ONE})")
+
+
+def _check_production_base_url(base_url: str) -> None:
+    """The unsubscribe links (and the one-click POST of RFC 8058, which requires HTTPS) go to the
+    base URL: in production it must be https."""
+    if urlsplit(base_url).scheme != "https":
+        raise ConfigError(f"NURTURE_BASE_URL: must be an https:// URL when NURTURE_ENV=production (the one-click "
+                          f"unsubscribe of RFC 8058 requires HTTPS), got {redact_url(base_url)!r}")
+
+
+_SPECIALS = set('()<>[]:;@\\,."')
+
+
+def mailbox(value: str) -> str:
+    """One address for a From header, ``Name <local@domain>`` or ``local@domain``, checked once at
+    start so that no message fails to encode later: exactly one address (an unquoted comma in the
+    name would make two), an ASCII local part, the domain as IDNA A-labels. A name that needs quoting
+    comes back quoted; a non-ASCII name is kept (messages.py encodes it per RFC 2047)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be one line, without control characters")
+    pairs = getaddresses([value.strip()])
+    if len(pairs) != 1 or value.count("<") > 1:
+        raise ValueError('must be one address; put a display name that has a comma in double quotes, '
+                         'as in "Clinic, Madison" <care@clinic.example>')
+    name, address = pairs[0]
+    local, at, domain = address.rpartition("@")
+    if not (at and local and domain) or any(c in address for c in ' <>"'):
+        raise ValueError("must be an address such as Clinic <care@clinic.example>")
+    if not local.isascii():
+        raise ValueError("the part before @ must be ASCII (mail servers cannot all take more in a From address)")
+    try:
+        domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        domain = ""
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels):
+        raise ValueError("the part after @ must be a domain such as clinic.example")
+    address = f"{local}@{domain}"
+    if not name:
+        return address
+    shown = f'"{quote(name)}"' if _SPECIALS & set(name) else name
+    return f"{shown} <{address}>"
 
 
 _SECRET_FIELDS = ("secret", "password")

@@ -21,5 +21,7 @@ class Links:
 
     @staticmethod
     def preferences(unsubscribe_url: str) -> str:
-        # The unsubscribe page is also the preferences page: a GET never changes anything.
-        return f"{unsubscribe_url}#choices"
+        """The person's preferences page: it takes the same token as their unsubscribe link (the one
+        ``unsubscribe`` above made), and a GET of either never changes anything."""
+        base, _, token = unsubscribe_url.rpartition("/unsubscribe/")
+        return f"{base}/preferences/{token}"

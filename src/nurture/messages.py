@@ -1,5 +1,11 @@
 """MIME bytes for one email: headers, Message-ID, List-Unsubscribe (RFC 8058), optional DKIM.
 
+Mail goes out in three streams (:class:`Streams`), so that mailbox providers judge each on its own:
+the sequence and the newsletter (marketing: their own List-Id and Feedback-ID) and transactional
+mail (the confirmation: no List-Id, ``Auto-Submitted: auto-generated``, optionally its own From and
+Return-Path). What a stream's messages share is built once per process; per message only the
+recipient's values are added.
+
 Every header value comes from code or from validated data and is checked for control characters
 before it is encoded, so nothing a subscriber typed can add a header (tests/unit/test_messages.py).
 """
@@ -22,9 +28,24 @@ from nurture.rendering import Rendered
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-# Headers DKIM signs; h= must cover both List-Unsubscribe headers (RFC 8058, section 4).
-DKIM_HEADERS = (b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Unsubscribe",
-                b"List-Unsubscribe-Post", b"List-Id", b"MIME-Version", b"Content-Type")
+# Headers DKIM signs when present; h= must cover both List-Unsubscribe headers (RFC 8058, section 4),
+# and Gmail's feedback loop reads Feedback-ID only when it is signed.
+DKIM_HEADERS = ("From", "Reply-To", "Cc", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe",
+                "List-Unsubscribe-Post", "List-Id", "Feedback-ID", "Auto-Submitted", "MIME-Version",
+                "Content-Type")
+# Oversigned: named once more in h= than they occur, so a second copy prepended on the way (which
+# many clients would show instead of ours) breaks the signature. These four always, even when absent
+# (a List-Unsubscribe cannot be added to the confirmation); Reply-To and Cc when present.
+OVERSIGNED = ("From", "Subject", "List-Unsubscribe", "List-Unsubscribe-Post")
+OVERSIGNED_WHEN_PRESENT = ("Reply-To", "Cc")
+
+
+@lru_cache(maxsize=64)
+def dkim_header_list(present: tuple[str, ...]) -> tuple[bytes, ...]:
+    """The h= list for a message with these header names: a handful of shapes per process."""
+    signed = [name for name in DKIM_HEADERS if name in present]
+    extra = list(OVERSIGNED) + [name for name in OVERSIGNED_WHEN_PRESENT if name in present]
+    return tuple(name.encode() for name in signed + extra)
 
 
 @dataclass(frozen=True)
@@ -37,14 +58,90 @@ class Dkim:
     def from_file(cls, path: Path, selector: str, domain: str) -> Dkim:
         return cls(selector=selector, domain=domain, private_key=path.read_bytes())
 
-    def sign(self, data: bytes) -> bytes:
+    def sign(self, data: bytes, headers: tuple[bytes, ...]) -> bytes:
+        """``data`` with a DKIM-Signature over ``headers`` (the h= list, see dkim_header_list)."""
         import dkim
 
-        signature = dkim.sign(
-            data, self.selector.encode(), self.domain.encode(), self.private_key,
-            include_headers=list(DKIM_HEADERS),
-        )
+        signature = dkim.sign(data, self.selector.encode(), self.domain.encode(), self.private_key,
+                              include_headers=list(headers))
         return signature + data
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One stream of mail and what all its messages share, built once (:func:`make_streams`)."""
+
+    name: str  # "sequence", "newsletter" or "transactional"
+    from_header: str
+    return_path: str  # the envelope sender: where this stream's bounces go
+    list_id: str | None = None  # marketing streams only
+    headers: tuple[tuple[str, str], ...] = ()  # the same on every message (Auto-Submitted)
+    feedback_sender: str | None = None  # the last field of Feedback-ID; None: no Feedback-ID
+    unsubscribe_mailbox: str | None = None  # the address of List-Unsubscribe's mailto: (marketing)
+
+    def message_headers(self, key: str) -> dict[str, str]:
+        """This stream's own headers for the outbox row ``key``: the constant ones and, on marketing
+        mail, Gmail's Feedback-ID (campaign:stream:sender, so spam rates are reported per campaign)."""
+        headers = dict(self.headers)
+        if self.feedback_sender:
+            headers["Feedback-ID"] = f"{campaign(key)}:{self.name}:{self.feedback_sender}"
+        return headers
+
+
+@dataclass(frozen=True)
+class Streams:
+    sequence: Stream
+    newsletter: Stream
+    transactional: Stream
+
+    def for_key(self, key: str) -> Stream:
+        """The stream of an outbox row, by its key (seq:..., bcast:..., sys:...)."""
+        if key.startswith("seq:"):
+            return self.sequence
+        if key.startswith("bcast:"):
+            return self.newsletter
+        return self.transactional
+
+
+def campaign(key: str) -> str:
+    """Feedback-ID's campaign field for an outbox key: ``seq:nurture:welcome`` -> ``nurture.welcome``,
+    ``bcast:12`` -> ``newsletter.12`` (no colons: they separate Feedback-ID's fields)."""
+    kind, _, rest = key.partition(":")
+    return ("newsletter." + rest if kind == "bcast" else rest).replace(":", ".")
+
+
+def make_streams(*, from_header: str, list_name: str, sequence: str, transactional_from: str | None = None,
+                 transactional_return_path: str | None = None) -> Streams:
+    """The three streams from the settings. Marketing mail bounces to its From address, the mailbox
+    the bounce reader watches, so the List-Unsubscribe mailto: goes there too; transactional mail may
+    have a From and Return-Path of its own."""
+    domain = sender_domain(from_header).encode("idna").decode("ascii")
+    bounces_to = parseaddr(from_header)[1]
+    marketing = dict(from_header=from_header, return_path=bounces_to, feedback_sender=domain,
+                     unsubscribe_mailbox=bounces_to)
+    transactional = transactional_from or from_header
+    return Streams(
+        sequence=Stream("sequence", list_id=_list_id(list_name, f"{sequence}.{domain}"), **marketing),
+        newsletter=Stream("newsletter", list_id=_list_id(f"{list_name} newsletter", f"newsletter.{domain}"),
+                          **marketing),
+        transactional=Stream("transactional", from_header=transactional,
+                             return_path=transactional_return_path or parseaddr(transactional)[1],
+                             headers=(("Auto-Submitted", "auto-generated"),)),
+    )
+
+
+def _list_id(name: str, list_id: str) -> str:
+    # The name is a phrase: quoted or RFC 2047-encoded as it needs, never the <id> part.
+    return formataddr((name, list_id), charset="utf-8")
+
+
+def list_unsubscribe(url: str, mailbox: str | None) -> str:
+    """List-Unsubscribe: the one-click URL, then a mailto: whose subject carries the same signed token
+    (the URL's last segment), so a mail to it unsubscribes exactly that person (bounces.ingest)."""
+    if not mailbox:
+        return f"<{url}>"
+    token = url.rstrip("/").rpartition("/")[2]
+    return f"<{url}>, <mailto:{mailbox}?subject=unsubscribe%20{token}>"
 
 
 class HeaderInjection(ValueError):
@@ -62,9 +159,12 @@ def _header_value(name: str, value: str) -> str:
         return _address_header(value)
     if name == "To":
         return value  # _recipient made it, already in its wire form
+    if name == "List-Unsubscribe":
+        # Folded where it has a space, so no parser ever needs to refold it (which would break DKIM).
+        return value.replace(">, <", ">,\r\n <")
     if value.isascii() and len(value) < 900:
         return value
-    return _encoded_words(value)
+    return _encoded_words(name, value)
 
 
 @lru_cache(maxsize=256)
@@ -75,8 +175,10 @@ def _address_header(value: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _encoded_words(value: str) -> str:
-    return Header(value, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+def _encoded_words(name: str, value: str) -> str:
+    # Every line within 78 octets, the field name included: a parser refolds (and re-encodes) a
+    # longer one when it writes the message again, which breaks the DKIM signature.
+    return Header(value, "utf-8", maxlinelen=76, header_name=name).encode(linesep="\r\n")
 
 
 def _recipient(address: str) -> str:
@@ -126,6 +228,7 @@ def build_message(
     date: datetime,
     unsubscribe_url: str | None,
     list_id: str | None,
+    unsubscribe_mailbox: str | None = None,
     extra_headers: dict[str, str] | None = None,
     dkim: Dkim | None = None,
 ) -> bytes:
@@ -142,7 +245,7 @@ def build_message(
         "Message-ID": message_id,
     }
     if unsubscribe_url:
-        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe"] = list_unsubscribe(unsubscribe_url, unsubscribe_mailbox)
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if list_id:
         headers["List-Id"] = list_id
@@ -152,12 +255,12 @@ def build_message(
     data = b"".join((
         head.encode("utf-8"),
         b"MIME-Version: 1.0\r\n",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode(),
+        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n'.encode(),
         _part(boundary, "plain", rendered.text),
         _part(boundary, "html", rendered.html),
         f"--{boundary}--\r\n".encode(),
     ))
-    return dkim.sign(data) if dkim else data
+    return dkim.sign(data, dkim_header_list((*headers, "MIME-Version", "Content-Type"))) if dkim else data
 
 
 def _part(boundary: str, subtype: str, body: str) -> bytes:

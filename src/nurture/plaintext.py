@@ -9,8 +9,9 @@ Marketing writes each email once, in HTML; the text part follows from it:
 * lists keep their bullets (``-``) or numbers, nested lists are indented;
 * a link inside running text becomes ``label [1]`` with ``[1] URL`` listed at
   the end; a link that is a paragraph (or button) of its own becomes
-  ``label: URL``; a link whose label is its URL is just the URL; ``mailto:``
-  and ``tel:`` links are shown as their label;
+  ``label: URL``; a link whose label is its URL is just the URL; ``mailto:``,
+  ``tel:`` and ``sms:`` links are shown as their label (the address or number
+  added when the label does not show it);
 * the hidden preheader (``class="preheader"``), ``aria-hidden="true"`` and
   ``data-plaintext="skip"`` elements are left out, as are <head>, <style>,
   <script> and comments (Outlook conditional comments included).
@@ -148,7 +149,7 @@ class _Converter:
         before = len(self.line)
         self.children(el)
         label = _SPACES.sub(" ", "".join(self.line[before:]).replace(_BR, " ")).strip()
-        if href.startswith(("mailto:", "tel:")):
+        if href.startswith(("mailto:", "tel:", "sms:")):
             address = href.split(":", 1)[1].split("?", 1)[0]
             if label and address and address not in label:
                 self.line.append(f" ({address})")

@@ -12,6 +12,10 @@ clinic.name             campaign  the clinic's name
 clinic.postal_address   campaign  the clinic's postal address (one line)
 clinic.phone            campaign  the clinic's phone number, as people dial it
 clinic.website_url      campaign  the clinic's website (https)
+clinic.cost             campaign  what the consultation and treatment cost, in the clinic's words
+clinic.insurance        campaign  what insurance covers, in the clinic's words
+clinic.consultation_format campaign "in-person", "telehealth" or "either"
+clinic.esketamine_certified campaign true when the clinic is a certified esketamine (Spravato REMS) treatment center
 consultation_url        campaign  where to book a consultation (https)
 base_url                campaign  this service's public address (links to /unsubscribe etc.)
 step.key                campaign  the email's key from its front matter
@@ -19,6 +23,10 @@ step.number             campaign  1-based position in its sequence (1 for newsle
 step.total              campaign  number of steps in its sequence (1 for newsletter/system)
 step.subject            campaign  the rendered subject line
 step.preheader          campaign  the rendered preheader (inbox preview text)
+step.next               campaign  the next step of the sequence, or none (last step, newsletter, system)
+step.next.subject       campaign  its rendered subject (also .preheader, .key, .number)
+step.next.days          campaign  days between this step and the next (their delay_days apart)
+step.next.when          campaign  the same in words: "tomorrow", "in two days", "in a week"
 sequence.name           campaign  the sequence directory name, or "newsletter" / "system"
 year                    campaign  the current year (UTC)
 first_name              recipient the subscriber's first name, or "there" when we don't have one
@@ -26,6 +34,9 @@ unsubscribe_url         recipient one-click unsubscribe link (marketing emails)
 preferences_url         recipient link to the subscriber's email preferences (marketing emails)
 confirm_url             recipient the double opt-in link (system/confirm only)
 ======================= ========= ================================================================
+
+Filter ``words``: a small whole number in words (``{{ step.total|words }}`` gives "four"), so a
+count in the text follows the sequence when a step is added; 21 and over stay digits.
 
 Recipient values may only be *output*, as ``{{ first_name }}``: never in
 ``{% if %}``, never through a filter, never inside ``style``/``class``
@@ -77,19 +88,22 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from nurture.config import DEFAULT_COST_TEXT, DEFAULT_INSURANCE_TEXT
 from nurture.plaintext import html_to_text
 from nurture.recipient_slots import RecipientSlots, Segments, SlotError, fillers
 from nurture.sequences import (
     NOT_SEQUENCES,
     LocatedError,
+    Place,
     Step,
     TemplateFormatError,
-    describe_email,
+    place_email,
     strip_front_matter,
 )
 
 __all__ = [
     "FIRST_NAME_FALLBACK",
+    "NUMBER_WORDS",
     "RECIPIENT_KEYS",
     "TEMPLATE_CONTEXT",
     "ContextVariable",
@@ -97,7 +111,9 @@ __all__ = [
     "Rendered",
     "Renderer",
     "inline_css",
+    "number_words",
     "sample_recipient",
+    "when_phrase",
 ]
 
 FIRST_NAME_FALLBACK = "there"
@@ -116,6 +132,10 @@ TEMPLATE_CONTEXT: tuple[ContextVariable, ...] = (
     ContextVariable("clinic.postal_address", "campaign", "the clinic's postal address (one line)"),
     ContextVariable("clinic.phone", "campaign", "the clinic's phone number, as people dial it"),
     ContextVariable("clinic.website_url", "campaign", "the clinic's website (https)"),
+    ContextVariable("clinic.cost", "campaign", "what the consultation and treatment cost, in the clinic's words"),
+    ContextVariable("clinic.insurance", "campaign", "what insurance covers, in the clinic's words"),
+    ContextVariable("clinic.consultation_format", "campaign", '"in-person", "telehealth" or "either"'),
+    ContextVariable("clinic.esketamine_certified", "campaign", "true when the clinic is a certified esketamine (Spravato REMS) treatment center"),
     ContextVariable("consultation_url", "campaign", "where to book a consultation (https)"),
     ContextVariable("base_url", "campaign", "this service's public address"),
     ContextVariable("step.key", "campaign", "the email's key from its front matter"),
@@ -123,6 +143,10 @@ TEMPLATE_CONTEXT: tuple[ContextVariable, ...] = (
     ContextVariable("step.total", "campaign", "number of steps in its sequence (1 for newsletter/system)"),
     ContextVariable("step.subject", "campaign", "the rendered subject line"),
     ContextVariable("step.preheader", "campaign", "the rendered preheader (inbox preview text)"),
+    ContextVariable("step.next", "campaign", "the next step of the sequence, or none (last step, newsletter, system)"),
+    ContextVariable("step.next.subject", "campaign", "its rendered subject (also .preheader, .key, .number)"),
+    ContextVariable("step.next.days", "campaign", "days between this step and the next (their delay_days apart)"),
+    ContextVariable("step.next.when", "campaign", 'the same in words: "tomorrow", "in two days", "in a week"'),
     ContextVariable("sequence.name", "campaign", 'the sequence directory name, or "newsletter" / "system"'),
     ContextVariable("year", "campaign", "the current year (UTC)"),
     ContextVariable("first_name", "recipient", f'the subscriber\'s first name, or "{FIRST_NAME_FALLBACK}"'),
@@ -151,9 +175,36 @@ def sample_recipient(base_url: str) -> dict[str, str]:
         "first_name": "Alex",
         "unsubscribe_url": f"{base}/unsubscribe/sample-token",
         # As Links.preferences builds it: the unsubscribe page is also the preferences page.
-        "preferences_url": f"{base}/unsubscribe/sample-token#choices",
+        "preferences_url": f"{base}/preferences/sample-token",
         "confirm_url": f"{base}/confirm/sample-token",
     }
+
+
+# --------------------------------------------------------------------------- counts in words
+
+NUMBER_WORDS = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+)
+
+
+def number_words(value: Any) -> str:
+    """The ``words`` filter: 4 -> "four"; numbers past twenty (and anything else) as they are."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(NUMBER_WORDS):
+        return NUMBER_WORDS[value]
+    return str(value)
+
+
+def when_phrase(days: int) -> str:
+    """How far off the next step is, as a sentence says it (it goes at the send hour of that day)."""
+    if days <= 0:
+        return "soon"  # two steps on one day: the second waits for the next day with room
+    if days == 1:
+        return "tomorrow"
+    if days % 7 == 0:
+        weeks = days // 7
+        return "in a week" if weeks == 1 else f"in {number_words(weeks)} weeks"
+    return f"in {number_words(days)} days"
 
 
 # --------------------------------------------------------------------------- CSS inlining
@@ -269,7 +320,9 @@ class Renderer:
     """Renders emails from ``templates_dir``; safe to share between threads.
 
     ``clinic`` is a mapping or an object with ``name``, ``postal_address``,
-    ``phone``, ``website_url`` (and optionally ``consultation_url``).
+    ``phone``, ``website_url`` (and optionally ``consultation_url``, ``cost``,
+    ``insurance``, ``consultation_format``, ``esketamine_certified``; see
+    :class:`nurture.config.Settings` for what they mean and their defaults).
     """
 
     def __init__(
@@ -285,9 +338,7 @@ class Renderer:
         _quiet_cssutils()
         self.templates_dir = Path(templates_dir)
         self.base_url = base_url.rstrip("/")
-        self.clinic = {
-            name: _clinic_value(clinic, name, "") for name in ("name", "postal_address", "phone", "website_url")
-        }
+        self.clinic = _clinic_context(clinic)
         self.consultation_url = (
             consultation_url
             or _clinic_value(clinic, "consultation_url", None)
@@ -302,6 +353,8 @@ class Renderer:
             auto_reload=True,
         )
         self._line_env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+        for env in (self.env, self._line_env):
+            env.filters["words"] = number_words
         self._slots = RecipientSlots(RECIPIENT_KEYS)
         self._cache: dict[str, _Entry] = {}
         self._versions: dict[str, _Compiled] = {}  # fingerprint -> compiled, so touching a file costs no rebuild
@@ -330,9 +383,8 @@ class Renderer:
 
     def render_reference(self, template: str, recipient: Mapping[str, Any]) -> Rendered:
         """Jinja + premailer for this one recipient: the slow path :meth:`render` must match."""
-        step, total = self._describe(template)
         values = _prepare(recipient)
-        context = self._context(step, total, values)
+        context = self._context(self._describe(template), values)
         html = self._render_html(template, context)
         return Rendered(
             subject=context["step"]["subject"],
@@ -345,10 +397,24 @@ class Renderer:
         """Only the Jinja part (no CSS inlining, no text), e.g. for a quick preview."""
         return self._render_html(template, self.context(template, recipient))
 
+    def render_block(self, template: str, block: str, recipient: Mapping[str, Any]) -> str | None:
+        """The Jinja HTML of one block as this email fills it (its own override, else the layout's),
+        or None when no template in its chain has that block. For the validator: the footer's
+        required lines must be in the footer, not anywhere in the email."""
+        jinja_template = self.env.get_template(template)
+        context = jinja_template.new_context(self.context(template, recipient))
+        try:
+            for _ in jinja_template.root_render_func(context):
+                pass  # running {% extends %} registers the layout's blocks after the email's own
+            functions = context.blocks.get(block)
+            return "".join(functions[0](context)) if functions else None
+        except Exception as exc:  # noqa: BLE001 - the same mistakes render() reports, said the same way
+            where = _template_line(exc, self.templates_dir) or (self.templates_dir / template, 0)
+            raise RenderError(where[0], where[1], getattr(exc, "message", None) or str(exc)) from exc
+
     def context(self, template: str, recipient: Mapping[str, Any]) -> dict[str, Any]:
         """The Jinja context ``template`` sees for this recipient (values cleaned, fallback applied)."""
-        step, total = self._describe(template)
-        return self._context(step, total, _prepare(recipient))
+        return self._context(self._describe(template), _prepare(recipient))
 
     def dependencies(self, template: str) -> list[Path]:
         """Files whose content makes up ``template``: itself, what it extends/includes, its sibling steps."""
@@ -423,9 +489,9 @@ class Renderer:
     def _campaign(self) -> dict[str, Any]:
         return {"clinic": self.clinic, "consultation_url": self.consultation_url, "base_url": self.base_url}
 
-    def _describe(self, template: str) -> tuple[Step, int]:
+    def _describe(self, template: str) -> Place:
         try:
-            return describe_email(self.templates_dir, template)
+            return place_email(self.templates_dir, template)
         except FileNotFoundError as exc:
             raise RenderError(self.templates_dir / template, 0, "no such template") from exc
         except TemplateFormatError as exc:
@@ -438,18 +504,32 @@ class Renderer:
             raise RenderError(self.templates_dir / step.template, _front_line(self.templates_dir / step.template, field), f"{field}: {exc}") from exc
         return " ".join(rendered.split())
 
-    def _context(self, step: Step, total: int, values: Mapping[str, str]) -> dict[str, Any]:
+    def _context(self, place: Place, values: Mapping[str, str]) -> dict[str, Any]:
+        step = place.step
         context: dict[str, Any] = {
             **self._campaign(),
             "sequence": {"name": step.sequence or "system"},
             "year": self._current_year(),
             **values,
         }
-        step_info = {"key": step.key, "number": step.position + 1, "total": total}
-        context["step"] = step_info
-        step_info["subject"] = self._line(step, "subject", step.subject, context)
-        step_info["preheader"] = self._line(step, "preheader", step.preheader, context)
+        context["step"] = self._step_lines(step, place.total, context)
+        context["step"]["next"] = self._next(place, context)
         return context
+
+    def _step_lines(self, step: Step, total: int, context: dict[str, Any]) -> dict[str, Any]:
+        """``step`` as templates see it; its subject and preheader may use its own number and total."""
+        info: dict[str, Any] = {"key": step.key, "number": step.position + 1, "total": total}
+        own = {**context, "step": info}
+        info["subject"] = self._line(step, "subject", step.subject, own)
+        info["preheader"] = self._line(step, "preheader", step.preheader, own)
+        return info
+
+    def _next(self, place: Place, context: dict[str, Any]) -> dict[str, Any] | None:
+        """``step.next``: so "what comes next" in an email follows the sequence when steps change."""
+        if place.next is None:
+            return None
+        days = place.next.delay_days - place.step.delay_days
+        return {**self._step_lines(place.next, place.total, context), "days": days, "when": when_phrase(days)}
 
     def _render_html(self, template: str, context: dict[str, Any]) -> str:
         try:
@@ -467,8 +547,7 @@ class Renderer:
             raise RenderError(where[0], where[1], message) from exc
 
     def _build(self, template: str, year: int) -> _Compiled:
-        step, total = self._describe(template)
-        context = self._context(step, total, self._slots.markers())
+        context = self._context(self._describe(template), self._slots.markers())
         html = self._render_html(template, context)
         try:
             for name, value in (("subject", context["step"]["subject"]), ("preheader", context["step"]["preheader"]), ("body", html)):
@@ -484,6 +563,21 @@ class Renderer:
             text=self._slots.split_text(text),
             keys=frozenset(keys),
         )
+
+
+_CLINIC_TEXT = {
+    "name": "", "postal_address": "", "phone": "", "website_url": "",
+    "cost": DEFAULT_COST_TEXT, "insurance": DEFAULT_INSURANCE_TEXT, "consultation_format": "either",
+}
+
+
+def _clinic_context(clinic: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """``clinic.*`` for templates: text values as strings, the certification as a real boolean
+    (the string "False" would be true in ``{% if %}``)."""
+    values: dict[str, Any] = {name: _clinic_value(clinic, name, default) for name, default in _CLINIC_TEXT.items()}
+    flag = clinic.get("esketamine_certified") if isinstance(clinic, Mapping) else getattr(clinic, "esketamine_certified", None)
+    values["esketamine_certified"] = flag.strip().lower() == "true" if isinstance(flag, str) else bool(flag)
+    return values
 
 
 def _clinic_value(clinic: Any, name: str, default: Any) -> Any:

@@ -15,21 +15,27 @@ Counting is done by the database with GROUP BY, a handful of queries whatever th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import Date, and_, case, cast, distinct, func, or_, select
 from sqlalchemy.orm import Session
 
-from nurture.models import Broadcast, Event, OutboxMessage, OutboxState, Subscriber
+from nurture.models import Broadcast, Event, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.sequences import Sequence
 
 __all__ = [
+    "BrokenTemplate", "broken_templates", "where_in_templates", "trackable_links",
     "BroadcastFigures", "Delivery", "Funnel", "Problems", "QueueCounts", "StepFigures", "Upcoming",
     "funnel", "problems", "queue_counts", "recent_deliveries", "signups_per_day", "upcoming",
 ]
 
 _MARKETING = ("seq:", "bcast:")
+# Confirmed and still wanting the series: the steps not sent to them yet are still to come.
+_IN_SERIES = and_(Subscriber.status == Status.confirmed, Subscriber.wants_series.is_(True),
+                  Subscriber.confirmed_at.is_not(None))
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -66,6 +72,14 @@ class StepFigures(_Rates):
     unsubscribed: int = 0
     bounced: int = 0
     goal_clickers: int = 0  # clicked the consultation link in this email
+    # The confirmed people not sent this step, split so a later step does not read as drop-off:
+    # still in the series, so it comes when due (or is queued now), or stopped (left the series
+    # or everything, bounced, complained, erased, or this email failed for them).
+    not_yet_due: int = 0
+    stopped: int = 0
+    # False when the email has no link of its own to track (only the unsubscribe and preferences
+    # links, never tracked, and the footer every email has): its click figures mean nothing. None: not known.
+    trackable: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -132,15 +146,18 @@ def _round(value: float | None) -> float | None:
     return round(value, 4) if value is not None else None
 
 
-def funnel(session: Session, *, since: datetime | None, sequence: Sequence, consultation_url: str) -> Funnel:
+def funnel(session: Session, *, since: datetime | None, sequence: Sequence, consultation_url: str,
+           trackable: Callable[[str], bool | None] = lambda _template: None) -> Funnel:
     """The funnel of the people who signed up since ``since`` (everybody if None), step by step in
-    sequence order, with the goal and the broadcasts due since then."""
+    sequence order, with the goal and the broadcasts due since then. ``trackable(template)`` says
+    whether a step's email has a link of its own that clicks could be counted on (see :func:`trackable_links`)."""
     in_cohort = Subscriber.created_at >= since if since is not None else None
 
-    people = select(func.count(), func.count(Subscriber.confirmed_at)).select_from(Subscriber)
+    people = select(func.count(), func.count(Subscriber.confirmed_at), func.count(case((_IN_SERIES, 1))))
+    people = people.select_from(Subscriber)
     if in_cohort is not None:
         people = people.where(in_cohort)
-    signups, confirmed = session.execute(people).one()
+    signups, confirmed, in_series = session.execute(people).one()
 
     goal_click = and_(Event.kind == "clicked", _is_goal(consultation_url))
     goal_query = (
@@ -165,9 +182,10 @@ def funnel(session: Session, *, since: datetime | None, sequence: Sequence, cons
     per_key = _per_message(session, keys, in_cohort, goal_click) if keys else {}
     unsubscribed = _unsubscribes_by_key(session, keys, in_cohort) if keys else {}
 
+    progress = _progress(session, list(step_keys), in_cohort, confirmed, in_series) if step_keys else {}
     steps = [
         StepFigures(step.key, step.position, step.subject, **per_key.get(key, {}),
-                    unsubscribed=unsubscribed.get(key, 0))
+                    unsubscribed=unsubscribed.get(key, 0), **progress.get(key, {}), trackable=trackable(step.template))
         for key, step in step_keys.items()
     ]
     figures = []
@@ -211,6 +229,60 @@ def _per_message(session: Session, keys: list[str], in_cohort, goal_click) -> di
         key: dict(sent=sent, clickers=clickers, openers=openers, bounced=bounced, goal_clickers=goal)
         for key, sent, clickers, openers, bounced, goal in session.execute(query)
     }
+
+
+def _progress(session: Session, keys: list[str], in_cohort, confirmed: int, in_series: int) -> dict[str, dict[str, int]]:
+    """Per step, the confirmed people of the cohort not sent it: ``not_yet_due`` (still in the
+    series, ``in_series`` of them, and the step not failed for them) and ``stopped`` (the rest).
+    People either still get a step or do not, so sent + not_yet_due + stopped = confirmed."""
+    active = _IN_SERIES
+    in_scope = [in_cohort] if in_cohort is not None else []
+    rows = session.execute(
+        select(OutboxMessage.key,
+               func.count(distinct(case((OutboxMessage.sent_at.is_not(None), OutboxMessage.subscriber_id)))),
+               func.count(distinct(case((and_(active, or_(OutboxMessage.sent_at.is_not(None),
+                                                          OutboxMessage.state == OutboxState.failed)),
+                                         OutboxMessage.subscriber_id)))))
+        .join(Subscriber, Subscriber.id == OutboxMessage.subscriber_id)
+        .where(OutboxMessage.key.in_(keys), Subscriber.confirmed_at.is_not(None), *in_scope)
+        .group_by(OutboxMessage.key)
+    )
+    done = {key: (sent, active_done) for key, sent, active_done in rows}
+    figures = {}
+    for key in keys:
+        sent, active_done = done.get(key, (0, 0))
+        waiting = in_series - active_done
+        figures[key] = dict(not_yet_due=waiting, stopped=max(confirmed - sent - waiting, 0))
+    return figures
+
+
+def trackable_links(renderer, templates: Iterable[str], *, track_clicks: bool) -> Callable[[str], bool | None]:
+    """``funnel``'s ``trackable``: renders each template for a sample person and says whether it
+    has a link of its own that clicks are counted on. The unsubscribe and preferences links are
+    never tracked, and links every email shares (the layout's footer: the crisis line, the
+    clinic's site) say nothing about that email, so neither counts. None: the template does not
+    render (reported elsewhere), so not known."""
+    from nurture.tracking import links_in
+
+    templates = list(templates)
+    sample = renderer.sample_recipient()
+    own = {sample["unsubscribe_url"], sample["preferences_url"]}
+    links: dict[str, set[str] | None] = {}
+    for template in templates:
+        try:
+            links[template] = set(links_in(renderer.render(template, sample).html)) - own
+        except Exception:  # noqa: BLE001 - a broken template is reported elsewhere; here it is "not known"
+            links[template] = None
+    rendered = [found for found in links.values() if found is not None]
+    shared = set.intersection(*rendered) if len(rendered) > 1 else set()
+
+    def check(template: str) -> bool | None:
+        if not track_clicks:
+            return False
+        found = links.get(template)
+        return None if found is None else bool(found - shared)
+
+    return check
 
 
 def _unsubscribes_by_key(session: Session, keys: list[str], in_cohort) -> dict[str, int]:
@@ -363,3 +435,60 @@ def problems(session: Session, *, limit: int = 3) -> Problems:
     ).all()
     return Problems(counts.get(OutboxState.retry, 0), counts.get(OutboxState.failed, 0),
                     counts.get(OutboxState.unknown, 0), [(key, error) for key, error in latest])
+
+
+# The sender records a template that cannot be rendered as "render error: <ExceptionType>: path:line: message".
+_RENDER_ERROR = "render error: "
+
+
+def where_in_templates(reason: str, templates_dir: Path | str) -> str:
+    """A render error as ``file:line: message`` with the file relative to the templates folder,
+    the way an editor and the studio name it (the sender stores the absolute path)."""
+    text = reason.removeprefix(_RENDER_ERROR)
+    kind, sep, rest = text.partition(": ")
+    if sep and kind.isidentifier() and kind.endswith("Error"):
+        text = rest
+    for base in (Path(templates_dir), Path(templates_dir).resolve()):
+        prefix = f"{base}/"
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
+@dataclass(frozen=True)
+class BrokenTemplate:
+    """A template whose messages wait because it could not be rendered at their last attempt."""
+
+    template: str  # relative to the templates folder, as outbox rows name it
+    where: str  # file:line: message, relative
+    waiting: int  # messages held back (retrying)
+    failed: int  # messages given up on
+    next_attempt: datetime | None  # the soonest retry among the waiting ones
+
+
+def broken_templates(session: Session, templates_dir: Path | str) -> list[BrokenTemplate]:
+    """Templates whose messages did not go because they could not be rendered, from the outbox
+    rows' last error: the same record the sender writes, so the dashboard says what the sender saw.
+    A row sent after the fix is no longer counted, so the list empties by itself."""
+    rows = session.execute(
+        select(OutboxMessage.template, OutboxMessage.state, func.count(), func.max(OutboxMessage.id),
+               func.min(OutboxMessage.due_at))
+        .where(OutboxMessage.state.in_((OutboxState.retry, OutboxState.failed)),
+               OutboxMessage.last_error.startswith(_RENDER_ERROR))
+        .group_by(OutboxMessage.template, OutboxMessage.state)
+    ).all()
+    found: dict[str, dict] = {}
+    for template, state, count, newest, due in rows:
+        entry = found.setdefault(template, {"waiting": 0, "failed": 0, "newest": 0, "next": None})
+        entry["newest"] = max(entry["newest"], newest)
+        if state is OutboxState.retry:
+            entry["waiting"] += count
+            entry["next"] = due if entry["next"] is None else min(entry["next"], due)
+        else:
+            entry["failed"] += count
+    errors = dict(session.execute(
+        select(OutboxMessage.id, OutboxMessage.last_error).where(OutboxMessage.id.in_([e["newest"] for e in found.values()]))
+    ).all()) if found else {}
+    return [BrokenTemplate(template, where_in_templates(errors[e["newest"]], templates_dir), e["waiting"], e["failed"],
+                           e["next"])
+            for template, e in sorted(found.items())]

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nurture.config import Settings
 from nurture.db import make_engine, session_factory
 from nurture.links import Links
-from nurture.messages import Dkim, sender_domain
+from nurture.messages import Dkim, make_streams, sender_domain
 from nurture.ratelimit import Pacer
 from nurture.rendering import Renderer
 from nurture.sender import MailSettings, Sender
@@ -68,7 +68,9 @@ class Runtime:
                                   s.dkim_domain or sender_domain(s.mail_from))
         return MailSettings(
             from_header=s.mail_from,
-            list_id=f"{s.clinic_name} <{s.sequence}.{sender_domain(s.mail_from)}>",
+            streams=make_streams(from_header=s.mail_from, list_name=s.clinic_name, sequence=s.sequence,
+                                 transactional_from=s.transactional_from,
+                                 transactional_return_path=s.transactional_return_path),
             secret=s.secret,
             max_attempts=s.max_attempts,
             lease=timedelta(seconds=s.lease_seconds),

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TypeVar
 from datetime import datetime, timedelta, timezone
-from email.utils import parseaddr
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,7 +40,7 @@ from nurture import journey, outbox, subscribers
 from nurture.db import DatabaseUnavailable, retrying, transaction
 from nurture.leases import Leases
 from nurture.links import Links
-from nurture.messages import Dkim, build_message, message_id, sender_domain
+from nurture.messages import Dkim, Streams, build_message, message_id, sender_domain
 from nurture.models import OutboxState, Status
 from nurture.outbox import Claim, Outcome
 from nurture.ratelimit import Pacer
@@ -56,6 +55,9 @@ RETRY_FACTOR = 3  # 15 min, 45 min, 2 h 15, 6 h 45, 20 h: six attempts span abou
 UNKNOWN_RESEND_AFTER = timedelta(minutes=10)
 RECHECK_AFTER = 1.0  # seconds: how stale the "still wanted?" answer may get before a send
 _BOUNCE_STATUS = re.compile(r"\b5\.(1\.\d{1,3}|2\.1)\b")
+# Links that go straight to their site, never through /c/: someone in crisis must reach the
+# Lifeline even when we are down, and we have no business knowing who clicked it.
+NEVER_TRACKED = frozenset({"https://988lifeline.org/chat/"})
 
 
 class PassStopped(Exception):
@@ -113,8 +115,8 @@ class PassSummary:
 class MailSettings:
     """What the sender needs to know, taken from Settings by the entry point."""
 
-    from_header: str
-    list_id: str
+    from_header: str  # the marketing From; its domain names our Message-IDs
+    streams: Streams  # sequence, newsletter, transactional: From, Return-Path, List-Id, Feedback-ID
     secret: str
     max_attempts: int = 6
     resend_unknown: bool = True
@@ -130,10 +132,6 @@ class MailSettings:
     max_bounce_rate: float = 0.05
     max_complaint_rate: float = 0.003
     breaker_min_sample: int = 100  # rates over fewer messages say nothing
-
-    @cached_property
-    def envelope_sender(self) -> str:
-        return parseaddr(self.from_header)[1]
 
     @cached_property
     def domain(self) -> str:
@@ -434,7 +432,7 @@ class Sender:
             return self._failure(claim, reason, now, content_error=True)
         recipient = self.settings.dev_recipient or claim.email
         try:
-            reply = self.transport.send(self.settings.envelope_sender, recipient, data)
+            reply = self.transport.send(self.settings.streams.for_key(claim.key).return_path, recipient, data)
         except Unreachable:
             raise
         except NoReply as exc:
@@ -475,17 +473,20 @@ class Sender:
         is_marketing = "unsubscribe_url" in recipient
         if is_marketing and self.tracker is not None:
             # Never tracked: the confirmation (no consent yet) and the unsubscribe links.
-            untracked = frozenset((recipient["unsubscribe_url"], recipient["preferences_url"]))
+            untracked = frozenset((recipient["unsubscribe_url"], recipient["preferences_url"])) | NEVER_TRACKED
             html = self.tracker.rewrite(rendered.html, claim.id, untracked=untracked, track_opens=claim.track_opens)
             rendered = replace(rendered, html=html)
+        stream = self.settings.streams.for_key(claim.key)
         return build_message(
             rendered,
-            from_header=self.settings.from_header,
+            from_header=stream.from_header,
             to=claim.email,
             message_id=message_id(claim.id, claim.key, secret=self.settings.secret, domain=self.settings.domain),
             date=now,
             unsubscribe_url=recipient["unsubscribe_url"] if is_marketing else None,
-            list_id=self.settings.list_id if is_marketing else None,
+            unsubscribe_mailbox=stream.unsubscribe_mailbox,
+            list_id=stream.list_id,
+            extra_headers=stream.message_headers(claim.key),
             dkim=self.settings.dkim,
         )
 

@@ -35,6 +35,7 @@ __all__ = [
     "KEY_PATTERN",
     "NOT_SEQUENCES",
     "FrontMatter",
+    "Place",
     "Sequence",
     "Step",
     "TemplateFormatError",
@@ -42,6 +43,7 @@ __all__ = [
     "load_newsletters",
     "load_sequences",
     "parse_front_matter",
+    "place_email",
     "scan_templates",
     "strip_front_matter",
 ]
@@ -279,12 +281,21 @@ def load_newsletters(templates_dir: Path) -> dict[str, Step]:
     return newsletters
 
 
-def describe_email(templates_dir: Path, template: str) -> tuple[Step, int]:
-    """The Step for any one email file and the number of steps in its group.
+@dataclass(frozen=True)
+class Place:
+    """Where one email stands in its group: what templates see as ``step.total`` and ``step.next``."""
 
-    For a sequence step this scans its directory (position and total depend on
-    the sibling files); newsletter and system emails are groups of one.
-    Raises TemplateFormatError.
+    step: Step
+    total: int  # steps in its sequence; 1 for a newsletter or system email
+    next: Step | None  # the step after it; None for the last step, a newsletter or a system email
+
+
+def place_email(templates_dir: Path, template: str) -> Place:
+    """The Step for any one email file, the number of steps in its group and the step after it.
+
+    For a sequence step this scans its directory (position, total and the next
+    step depend on the sibling files); newsletter and system emails are groups
+    of one. Raises TemplateFormatError.
     """
     templates_dir = Path(templates_dir)
     rel = Path(template).as_posix()
@@ -292,15 +303,21 @@ def describe_email(templates_dir: Path, template: str) -> tuple[Step, int]:
     parts = rel.split("/")
     if len(parts) == 2 and parts[0] not in NOT_SEQUENCES:
         steps, errors = _scan_directory(templates_dir, path.parent, is_sequence=True)
-        for step in steps:
+        for index, step in enumerate(steps):
             if step.template == rel:
-                return step, len(steps)
+                return Place(step, len(steps), steps[index + 1] if index + 1 < len(steps) else None)
         for error in errors:
             if error.path == path:
                 raise error
         raise TemplateFormatError(path, 1, "not a step of its sequence")
     group = parts[0] if len(parts) > 1 else ""
-    return _step_from_file(path, rel, group, 0, needs_delay=False), 1
+    return Place(_step_from_file(path, rel, group, 0, needs_delay=False), 1, None)
+
+
+def describe_email(templates_dir: Path, template: str) -> tuple[Step, int]:
+    """The Step for any one email file and the number of steps in its group (see :func:`place_email`)."""
+    place = place_email(templates_dir, template)
+    return place.step, place.total
 
 
 def find_email(templates_dir: Path, key: str) -> Step | None:

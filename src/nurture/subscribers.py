@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
-from nurture.models import (UNPLANNED, TOMBSTONE_PEPPER, AppSecret, ConsentEvent, OutboxMessage, Status,
-                            Subscriber)
+from nurture.models import (UNPLANNED, TOMBSTONE_PEPPER, AppSecret, ConsentEvent, OutboxMessage, OutboxState,
+                            Status, Subscriber)
 from nurture.validation import Signup, email_hash, keyed_email_hash
 
 # The exact words shown beside the consent checkbox, by version. Never edit a published version:
@@ -350,6 +350,67 @@ def unsubscribe(
     return True
 
 
+def resend_confirmation(
+    session: Session, subscriber_id: int, *, now: datetime, request: RequestInfo, confirmations_per_day: int
+) -> bool:
+    """Another confirmation email for a person still pending, asked for by the clinic (someone on
+    the phone says it never came): no 10-minute pause, but the daily cap still holds, so nobody
+    can mail-bomb a stranger this way either. Recorded in the consent ledger with who asked
+    (``request.source``). Returns whether one was queued."""
+    subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
+    if subscriber is None or subscriber.status is not Status.pending:
+        return False
+    if not _may_send_confirmation(session, subscriber, now, confirmations_per_day, fresh=True):
+        return False
+    subscriber.confirm_round += 1
+    outbox.enqueue(session, subscriber_id=subscriber.id, key=f"sys:confirm:{subscriber.confirm_round}",
+                   template=CONFIRM_TEMPLATE, due_at=now, now=now)
+    _record_consent(session, subscriber.id, "resend-confirm", now, request, None)
+    return True
+
+
+RESUME_SCOPES = ("series", "newsletter")
+
+
+def may_resume(subscriber: Subscriber) -> bool:
+    """Can this person turn emails back on from their preferences page? Only someone who once
+    confirmed and then stopped (not a bounce, a spam complaint or an erasure: those come back
+    through a new signup and its double opt-in)."""
+    return subscriber.confirmed_at is not None and subscriber.status in (Status.confirmed, Status.unsubscribed)
+
+
+def resume(session: Session, subscriber_id: int, *, scope: str, now: datetime, request: RequestInfo) -> bool:
+    """Turn the series or the newsletter back on for someone who stopped it (idempotent; returns
+    whether anything changed). The link in their own email proves the address, as the confirmation
+    link did, so this is a new consent: a ``resume`` row in the ledger with the current wording.
+
+    The series goes on with the steps not yet sent: steps cancelled by the stop are forgotten (their
+    unsent rows deleted, so the planner does not count them as had), and the person is planned again
+    at the next pass."""
+    if scope not in RESUME_SCOPES:
+        raise ValueError(f"unknown resume scope {scope!r}")
+    subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
+    if subscriber is None or not may_resume(subscriber):
+        return False
+    field = "wants_series" if scope == "series" else "wants_newsletter"
+    if subscriber.status is Status.confirmed and getattr(subscriber, field):
+        return False
+    if subscriber.status is Status.unsubscribed:
+        # Back from "everything stopped": only what they turn on now.
+        subscriber.wants_series = subscriber.wants_newsletter = False
+        _set_status(subscriber, Status.confirmed, now)
+    setattr(subscriber, field, True)
+    subscriber.updated_at = now
+    if scope == "series":
+        session.execute(delete(OutboxMessage).where(
+            OutboxMessage.subscriber_id == subscriber.id, OutboxMessage.key.startswith("seq:"),
+            OutboxMessage.state == OutboxState.suppressed, OutboxMessage.sent_at.is_(None)))
+    outbox.replan(session, [subscriber.id])
+    _record_consent(session, subscriber.id, "resume", now, request, CONSENT_VERSION, scope=scope)
+    outbox.record_event(session, "resubscribed", now, subscriber_id=subscriber.id, detail=scope)
+    return True
+
+
 def _key_prefixes(subscriber: Subscriber) -> tuple[str, ...]:
     """Outbox key prefixes this subscriber no longer wants."""
     if subscriber.status is Status.unsubscribed:
@@ -386,7 +447,7 @@ def _consent_values(
     subscriber_id: int, kind: str, now: datetime, request: RequestInfo, version: str | None, *, scope: str = "all"
 ) -> dict:
     """A consent-ledger row: who, when, from where, and the exact wording of the version agreed to."""
-    if kind in ("signup", "confirm") and version not in CONSENT_WORDINGS:
+    if kind in ("signup", "confirm", "resume") and version not in CONSENT_WORDINGS:
         version = CONSENT_VERSION
     return dict(
         subscriber_id=subscriber_id,

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from nurture.journey import Planner, marketing_history, next_send
 from nurture.messages import message_id, sender_domain
-from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
+from nurture.models import ConsentEvent, Event, OutboxMessage, Status, Subscriber
 from nurture.sequences import TemplateFormatError
 from nurture.subscribers import find_by_email
 
@@ -59,6 +59,13 @@ def build_timeline(
         at = row.sent_at or row.due_at
         detail = f"{message_id(row.id, row.key, secret=secret, domain=domain)} · {row.smtp_reply or row.last_error or ''}"
         timeline.entries.append(Entry(at, f"{row.key} · {row.state.value}", detail.strip(" ·")))
+    keys = {row.id: row.key for row in rows}
+    for event in session.scalars(select(Event).where(
+            Event.kind.in_(("clicked", "opened")),
+            or_(Event.subscriber_id == subscriber.id, Event.outbox_id.in_(list(keys) or [-1])))):
+        about = keys.get(event.outbox_id, "")
+        detail = event.detail or "" if event.kind == "clicked" else "the open pixel loaded"
+        timeline.entries.append(Entry(event.created_at, f"{event.kind}{' · ' + about if about else ''}", detail))
     timeline.entries.sort(key=lambda e: e.at)
     _explain_next(session, timeline, subscriber, rows, now, planner)
     return timeline
@@ -69,7 +76,7 @@ def _explain_next(
 ) -> None:
     if subscriber.status is not Status.confirmed:
         reasons = {
-            Status.pending: "waiting for the person to confirm their address",
+            Status.pending: "they have not confirmed their address yet (the series starts when they do); signed up",
             Status.unsubscribed: "unsubscribed",
             Status.bounced: "the address bounced",
             Status.complained: "the person marked an email as spam",

@@ -1,8 +1,10 @@
-"""Every public page at phone (375 px) and small-tablet (600 px) widths: what a person actually sees.
+"""Every public page at phone (375 px), small-tablet (600 px) and desktop (1280 px) widths: what a
+person actually sees.
 
 Checks what a screenshot would show a reviewer: nothing wider than the screen, text contrast of at
-least WCAG AA, buttons and fields big enough to tap, the crisis line present and readable. With
-NURTURE_SHOTS_DIR set, full-page screenshots of each state are saved there to look at.
+least WCAG AA, buttons and fields big enough to tap, the crisis line present and readable, and no
+axe-core violation of any impact (at 375 and 1280 px). With NURTURE_SHOTS_DIR set, full-page
+screenshots of each state are saved there to look at.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
+from browser.axe import violations
 from nurture.models import Subscriber
 from nurture.sender import utcnow
 
 pytestmark = pytest.mark.browser
 
-WIDTHS = (375, 600)
+WIDTHS = (375, 600, 1280)
+AXE_WIDTHS = (375, 1280)
 
 # Runs in the page: the problems a person would notice, as readable strings.
 LAYOUT_PROBLEMS = """() => {
@@ -87,6 +91,8 @@ def test_every_page_fits_small_screens_reads_clearly_and_shows_the_crisis_line(l
             crisis = page.locator(".crisis")
             expect(crisis).to_be_visible()
             expect(crisis.get_by_role("link", name="988")).to_have_attribute("href", "tel:988")
+            if width in AXE_WIDTHS:
+                found += violations(page)
             if found:
                 problems[f"{name}@{width}"] = found
             if shots:
@@ -96,13 +102,16 @@ def test_every_page_fits_small_screens_reads_clearly_and_shows_the_crisis_line(l
     page.goto(base + "/")
     look("signup")
 
-    page.get_by_label("Email address").fill("lin@example.com")
+    page.get_by_label("Email address").fill("lin@gmail.con")
     page.get_by_role("button", name="Send me the series").click()
     expect(page.get_by_role("alert")).to_be_visible()
     look("signup-error")
 
     page.get_by_label("Yes, email me").check()
     page.get_by_role("button", name="Send me the series").click()
+    expect(page.get_by_role("alert")).to_contain_text("Did you mean")
+    look("signup-typo")
+    page.get_by_role("button", name="Yes, use lin@gmail.com").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
     look("check-inbox")
 
@@ -119,11 +128,22 @@ def test_every_page_fits_small_screens_reads_clearly_and_shows_the_crisis_line(l
     expect(page.get_by_role("heading", level=1)).to_have_text("Thank you, you're subscribed")
     look("confirmed")
 
+    page.goto(f"{base}/preferences/{tokens.unsubscribe(person.id)}")
+    look("preferences")
+    page.get_by_role("button", name="Stop the series, keep the newsletter").click()
+    expect(page.get_by_role("status")).to_contain_text("The series is stopped")
+    look("preferences-saved")
+
     page.goto(f"{base}/unsubscribe/{tokens.unsubscribe(person.id)}")
     look("unsubscribe")
     page.get_by_role("button", name="Stop everything").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("You are unsubscribed")
     look("unsubscribed")
+    page.goto(f"{base}/preferences/{tokens.unsubscribe(person.id)}")
+    look("preferences-unsubscribed")
+
+    page.goto(f"{base}/privacy")
+    look("privacy")
 
     response = page.goto(f"{base}/no-such-page")
     assert response.status == 404

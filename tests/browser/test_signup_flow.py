@@ -30,13 +30,18 @@ def link_in(message, url: str, path: str) -> str:
     return match.group(0)
 
 
-def test_sign_up_confirm_from_the_email_then_unsubscribe_from_the_welcome_email(live_server, new_page):
-    page = new_page(timezone_id="Asia/Tokyo", locale="en-US")
+def sign_up(page, live_server, address: str, first_name: str) -> None:
+    """The signup form, filled in and sent as a person would."""
     page.goto(live_server.url + "/")
-    page.get_by_label("Email address").fill("ada@example.com")
-    page.get_by_label("First name").fill("Ada")
+    page.get_by_label("Email address").fill(address)
+    page.get_by_label("First name").fill(first_name)
     page.get_by_label("Yes, email me").check()
     page.get_by_role("button", name="Send me the series").click()
+
+
+def test_sign_up_confirm_from_the_email_then_unsubscribe_from_the_welcome_email(live_server, new_page):
+    page = new_page(timezone_id="Asia/Tokyo", locale="en-US")
+    sign_up(page, live_server, "ada@example.com", "Ada")
     expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
 
     person = subscriber(live_server, "ada@example.com")
@@ -132,3 +137,51 @@ def test_signup_page_structure_labels_heading_and_honeypot(live_server, page):
     # No requests leave the site: no CDN, no web fonts.
     assert page.evaluate("""() => performance.getEntriesByType('resource')
         .filter(e => !e.name.startsWith(location.origin)).map(e => e.name)""") == []
+
+
+def test_the_result_page_echoes_the_address_lets_it_be_corrected_and_a_reload_signs_up_nobody(live_server, page):
+    sign_up(page, live_server, "mo@exmaple.com", "Mo")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
+    expect(page.locator("main")).to_contain_text("If mo@exmaple.com can receive our emails")
+    # POST/redirect/GET: the address is not in the URL, and a reload sends no second signup.
+    assert page.url == live_server.url + "/check-inbox"
+    live_server.wait_for_mail(1)
+    page.reload()
+    expect(page.locator("main")).to_contain_text("mo@exmaple.com")
+    live_server.wait_idle()
+    assert len(live_server.mails()) == 1
+    expect(page.locator("main")).to_contain_text(re.compile(r"You can ask for a new link from \d{1,2}:\d\d [AP]M\."))
+
+    # The typo is seen: "Correct it" brings the form back as it was sent, focus on the address.
+    page.get_by_role("link", name="Correct it").click()
+    email = page.get_by_label("Email address")
+    expect(email).to_have_value("mo@exmaple.com")
+    expect(email).to_be_focused()
+    expect(page.get_by_label("First name")).to_have_value("Mo")
+    expect(page.get_by_label("Yes, email me")).to_be_checked()
+    email.fill("mo@example.com")
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_contain_text("If mo@example.com can receive our emails")
+    # (Dates have whole seconds, so the two may sort either way.)
+    assert sorted(m["To"] for m in live_server.wait_for_mail(2)) == ["mo@example.com", "mo@exmaple.com"]
+
+
+def test_a_mistyped_common_domain_is_offered_a_fix_with_the_keyboard(live_server, page):
+    page.goto(live_server.url + "/")
+    page.get_by_label("Email address").fill("jo@hotmial.com")
+    page.get_by_label("Yes, email me").check()
+    page.get_by_role("button", name="Send me the series").click()
+    suggestion = page.get_by_role("alert")
+    expect(suggestion).to_contain_text("Did you mean jo@hotmail.com?")
+    expect(suggestion).to_be_focused()  # announced and reached first
+    expect(page.get_by_label("Yes, email me")).to_be_checked()
+    with live_server.runtime.sessions() as session:
+        assert session.scalars(select(Subscriber)).all() == []  # nothing stored before the choice
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent.trim()") == "Yes, use jo@hotmail.com"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent.trim()") == "No, keep what I typed"
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_contain_text("If jo@hotmail.com can receive our emails")
+    assert subscriber(live_server, "jo@hotmail.com").status is Status.pending

@@ -79,9 +79,9 @@ def test_list_preview_and_live_validation(studio, new_page):
         [s.key for seq in sequences.values() for s in seq.steps] + list(newsletters) + ["confirm"])
     expect(page.locator("#live")).to_have_attribute("data-state", "on")
 
-    page.locator(".side .item", has_text="How ketamine may work").click()
+    page.locator(".side .item", has_text="Part 2: how it may work").click()
     expect(page).to_have_url(f"{studio.url}/email/{MECHANISM}")
-    expect(page.locator("#subject")).to_have_text("How ketamine may work")
+    expect(page.locator("#subject")).to_have_text("Part 2: how it may work")
     desktop = page.frame_locator("iframe[data-frame=desktop]")
     expect(desktop.locator("h1")).to_have_text("How ketamine may work")
     expect(page.frame_locator("iframe[data-frame=phone]").locator("h1")).to_have_text("How ketamine may work")

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -43,7 +44,8 @@ def one_line_error(done, code):
 
 
 def test_fresh_folder_upgrade_send_due_explain(workdir):
-    assert "database is up to date" in nurture(workdir, "db", "upgrade").stderr
+    assert "created the database: sqlite:///subscribers.db" in nurture(workdir, "db", "upgrade").stderr
+    assert "database is up to date: sqlite:///subscribers.db" in nurture(workdir, "db", "upgrade").stderr
     assert (workdir / "subscribers.db").exists()
     confirmed(session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}")), "ann@example.com", T0)
     first = nurture(workdir, "send-due", "--now", T0.isoformat()).stdout
@@ -51,9 +53,18 @@ def test_fresh_folder_upgrade_send_due_explain(workdir):
     assert "sent 0," in nurture(workdir, "send-due", "--now", (T0 + timedelta(hours=1)).isoformat()).stdout
     assert "sent 1," in nurture(workdir, "send-due", "--now", (T0 + timedelta(days=2)).isoformat()).stdout
     assert len(mailbox.Maildir(workdir / "outbox")) == 2
+    from nurture.db import transaction
+    from nurture.models import Event, OutboxMessage
+    with transaction(sessions := session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))) as session:
+        row = session.query(OutboxMessage).filter(OutboxMessage.key == "seq:nurture:how-it-may-work").one()
+        session.add(Event(kind="clicked", created_at=T0 + timedelta(days=2, minutes=30), outbox_id=row.id,
+                          subscriber_id=row.subscriber_id, detail="https://clearwater-psychiatry.example/learn"))
     story = nurture(workdir, "explain", "ANN@example.com", "--now", (T0 + timedelta(days=2, hours=1)).isoformat())
     assert "seq:nurture:welcome-history · sent" in story.stdout
-    assert "next: risks-side-effects" in story.stdout
+    assert "clicked · seq:nurture:how-it-may-work" in story.stdout
+    assert "https://clearwater-psychiatry.example/learn" in story.stdout
+    assert "next: risks-side-effects, scheduled for " in story.stdout and " at 09:00 CST their time (" in story.stdout
+    sessions.kw["bind"].dispose()
 
 
 def test_bad_input_is_one_line_and_a_non_zero_exit(workdir):
@@ -188,3 +199,85 @@ def test_send_due_with_a_broken_template_keeps_its_mail_and_says_so_loudly(workd
     assert "1 template(s) could not be rendered" in banner and "10-welcome-history.html.j2" in banner
     story = nurture(workdir, "explain", "ann@example.com", "--now", T0.isoformat()).stdout
     assert "render error" in story and "ZeroDivisionError" in story
+
+
+def test_a_broken_template_holds_its_own_mail_loudly_and_resumes_when_fixed(workdir):
+    """{{ frist_name }} saved into the welcome: its messages wait (the confirmation of a new
+    signup still goes), send-due exits 1 naming file:line relative to the templates folder, and
+    once the file is fixed the held messages go at their next attempt."""
+    templates = workdir / "emails"
+    shutil.copytree(TEMPLATES, templates)
+    welcome = templates / "nurture" / "10-welcome-history.html.j2"
+    good = welcome.read_text()
+    welcome.write_text(good.replace("{{ first_name }}", "{{ frist_name }}"))
+    env = {"NURTURE_TEMPLATES_DIR": str(templates)}
+    nurture(workdir, "db", "upgrade", env=env)
+    sessions = session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))
+    confirmed(sessions, "ann@example.com", T0)
+    from nurture import subscribers
+    from nurture.db import transaction
+    from nurture.validation import Signup
+    from factories import REQUEST
+    with transaction(sessions) as session:  # someone else, still to confirm: another template
+        subscribers.subscribe(session, Signup("bo@example.com", None, "America/Chicago", None, False), now=T0,
+                              request=REQUEST, default_timezone="America/Chicago", confirmations_per_day=3)
+
+    broken = nurture(workdir, "send-due", "--now", T0.isoformat(), env=env, check=False)
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    error = broken.stderr.strip().splitlines()[-1]  # after the sender's log line for the row
+    assert error.startswith("error: 1 template(s) could not be rendered")
+    assert "nurture/10-welcome-history.html.j2:10: 'frist_name' is undefined" in error
+    assert str(templates) not in error  # relative, as an editor names it
+    assert "sent 1, retried 1," in broken.stdout  # the confirmation went; the welcome waits
+    assert "as of Tue 01 Dec 2026 09:00 CST (2026-12-01 15:00 UTC)" in broken.stdout
+
+    welcome.write_text(good)
+    later = (T0 + timedelta(hours=1)).isoformat()  # past the first retry (15 min +-20%)
+    fixed = nurture(workdir, "send-due", "--now", later, env=env)
+    assert "sent 1, retried 0," in fixed.stdout
+    assert len(mailbox.Maildir(workdir / "outbox")) == 2
+
+
+def test_now_may_be_relative_and_a_naive_now_is_said_to_be_utc(workdir):
+    nurture(workdir, "db", "upgrade")
+    naive = nurture(workdir, "send-due", "--now", "2026-12-03T09:05")
+    assert "--now 2026-12-03T09:05 has no time zone: read as UTC" in naive.stderr
+    assert "as of Thu 03 Dec 2026 03:05 CST (2026-12-03 09:05 UTC)" in naive.stdout
+    relative = nurture(workdir, "send-due", "--now", "+2 days 09:05")
+    day = datetime.now(timezone.utc).astimezone(ZoneInfo("America/Chicago")).date() + timedelta(days=2)
+    assert f"as of {day:%a %d %b %Y} 09:05 C" in relative.stdout
+    assert "not a time" in one_line_error(nurture(workdir, "send-due", "--now", "+2 fortnights", check=False), 1)
+
+
+def test_outbox_last_prints_the_newest_message_decoded_and_its_links_whole(workdir):
+    assert "no message in" in one_line_error(nurture(workdir, "outbox", "last", check=False), 1)
+    nurture(workdir, "db", "upgrade")
+    sessions = session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))
+    from nurture import subscribers
+    from nurture.db import transaction
+    from nurture.validation import Signup
+    from factories import REQUEST
+    with transaction(sessions) as session:
+        subscribers.subscribe(session, Signup("bo@example.com", "Bo", "America/Chicago", None, False), now=T0,
+                              request=REQUEST, default_timezone="America/Chicago", confirmations_per_day=3)
+    nurture(workdir, "send-due", "--now", T0.isoformat())
+    shown = nurture(workdir, "outbox", "last").stdout
+    assert "To: bo@example.com" in shown and "Subject: " in shown
+    # Decoded, not quoted-printable: no =3D, no soft line break (a line ending in "=" that is not a rule).
+    assert "=3D" not in shown and not [l for l in shown.splitlines() if l.endswith("=") and l.strip("=")]
+    links = nurture(workdir, "outbox", "last", "--links", "--save", "confirm.eml").stdout.split()
+    confirm = [url for url in links if "/confirm/" in url]
+    assert len(confirm) == 1 and confirm[0].startswith("http://127.0.0.1:8000/confirm/")
+    raw = (workdir / "confirm.eml").read_bytes()
+    assert raw.startswith(b"") and b"Subject:" in raw and b"Message-ID:" in raw
+    # The link is the one the app accepts: it opens the confirmation page, not a 404.
+    from fastapi.testclient import TestClient
+    from conftest import make_settings
+    from nurture.runtime import Runtime
+    from nurture.web import create_app
+    runtime = Runtime(make_settings(workdir, f"sqlite:///{workdir / 'subscribers.db'}"))
+    try:
+        with TestClient(create_app(runtime, dispatch=False)) as client:
+            assert client.get(confirm[0].removeprefix("http://127.0.0.1:8000")).status_code == 200
+    finally:
+        runtime.close()

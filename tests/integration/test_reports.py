@@ -30,9 +30,10 @@ def check(result: reports.Funnel, expected: dict, scene) -> None:
         expected["signups"], expected["confirmed"], expected["goal"])
     assert [s.key for s in result.steps] == list(STEPS)  # sequence order, every step even at zero
     for step in result.steps:
-        got = dict(sent=step.sent, clickers=step.clickers, bounced=step.bounced,
-                   unsubscribed=step.unsubscribed, goal_clickers=step.goal_clickers)
+        got = dict(sent=step.sent, not_yet_due=step.not_yet_due, stopped=step.stopped, clickers=step.clickers,
+                   bounced=step.bounced, unsubscribed=step.unsubscribed, goal_clickers=step.goal_clickers)
         assert got == expected["steps"][step.key], step.key
+        assert step.sent + step.not_yet_due + step.stopped == result.confirmed, step.key
     by_id = {b.id: b for b in result.broadcasts}
     assert set(by_id) == {scene.broadcasts[name] for name in expected["broadcasts"]}
     for name, figures in expected["broadcasts"].items():

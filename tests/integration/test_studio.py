@@ -109,10 +109,10 @@ def test_plain_text_and_raw_source(client, templates):
     raw = client.get(f"/raw/{MECHANISM}")
     assert raw.headers["content-type"].startswith("message/rfc822")
     message = email.message_from_bytes(raw.content, policy=policy.default)
-    assert message["Subject"] == "How ketamine may work"
+    assert message["Subject"] == "Part 2: how it may work"
     assert message["List-Unsubscribe"].startswith("<http://127.0.0.1:8000/unsubscribe/")
     assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
-    assert "Subject: How ketamine may work" in page and "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in page
+    assert "Subject: Part 2: how it may work" in page and "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in page
     confirm = email.message_from_bytes(client.get("/raw/system/confirm.html.j2").content, policy=policy.default)
     assert confirm["List-Unsubscribe"] is None  # not marketing
 
@@ -177,7 +177,7 @@ def test_send_test_puts_a_test_copy_in_the_maildir_outbox(client, tmp_path):
     box = mailbox.Maildir(tmp_path / "outbox", create=False)
     (data,) = [box.get_bytes(key) for key in box.keys()]
     message = email.message_from_bytes(data, policy=policy.default)
-    assert message["Subject"] == "[TEST] How ketamine may work"
+    assert message["Subject"] == "[TEST] Part 2: how it may work"
     assert message["To"] == "marketing@clinic.example"
     # Without JavaScript the form posts normally and gets the page back with the outcome.
     page = client.post(f"/send-test/{MECHANISM}", data={"to": "marketing@clinic.example"})
@@ -278,7 +278,7 @@ def test_a_runtime_error_in_a_template_is_a_message_with_its_line(client, templa
 def test_a_step_inserted_on_disk_appears_in_its_place(client, templates):
     source = (templates / MECHANISM).read_text()
     inserted = source.replace("key: how-it-may-work", "key: check-in").replace("delay_days: 2", "delay_days: 1") \
-                     .replace("subject: How ketamine may work", "subject: A quick check-in")
+                     .replace('subject: "Part 2: how it may work"', "subject: A quick check-in")
     (templates / "nurture" / "15-check-in.html.j2").write_text(inserted)
     body = text_of(client.get("/"))
     order = [body.index(f">{key}<") for key in ("welcome-history", "check-in", "how-it-may-work")]

@@ -12,22 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from factories import Clock
 from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
 from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS
 from nurture.web import create_app
 
 START = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)
 
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture
@@ -126,7 +117,9 @@ def test_responses_do_not_reveal_whether_an_address_is_known(client, runtime, me
     assert first.status_code == again.status_code == other.status_code == 202
     form_a = client.post("/subscribe", data={"email": "known@example.com", "consent": "on"})
     form_b = client.post("/subscribe", data={"email": "new@example.com", "consent": "on"})
-    assert form_a.text == form_b.text
+    # The result page echoes what was typed, and nothing else differs.
+    assert "known@example.com" in form_a.text and "new@example.com" in form_b.text
+    assert form_a.text.replace("known@example.com", "X") == form_b.text.replace("new@example.com", "X")
 
 
 def test_pending_resignup_resends_at_most_every_ten_minutes_and_a_few_times_a_day(

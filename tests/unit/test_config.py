@@ -73,7 +73,8 @@ def test_production_refuses_a_secret_key_under_32_bytes(secret):
 
 
 def test_production_accepts_a_long_random_secret_and_dev_is_unchanged():
-    assert load_settings({"NURTURE_ENV": "production", "NURTURE_SECRET_KEY": LONG_SECRET}).secret == LONG_SECRET
+    production = {"NURTURE_ENV": "production", "NURTURE_SECRET_KEY": LONG_SECRET, "NURTURE_BASE_URL": "https://mail.clinic.example"}
+    assert load_settings(production).secret == LONG_SECRET
     assert load_settings({"NURTURE_SECRET_KEY": "k"}).secret == "k"  # development keeps short test keys
 
 
@@ -122,3 +123,72 @@ def test_trusted_proxies_are_addresses_or_networks():
         with pytest.raises(ConfigError) as info:
             load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_TRUSTED_PROXIES": bad})
         assert str(info.value).startswith("NURTURE_TRUSTED_PROXIES:")
+
+
+# --- NURTURE_FROM and the other mail addresses (issue 11) ---------------------------------------
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("Clinic <care@clinic.example>", "Clinic <care@clinic.example>"),
+        ("care@clinic.example", "care@clinic.example"),
+        ('"Zoë, Madison" <care@clinic.example>', '"Zoë, Madison" <care@clinic.example>'),
+        ("Zoë Clinic <care@bücher.example>", "Zoë Clinic <care@xn--bcher-kva.example>"),  # IDNA once, here
+        ("Dr. Zoë <care@clinic.example>", '"Dr. Zoë" <care@clinic.example>'),  # a special in the name: quoted
+    ],
+)
+def test_from_is_parsed_at_start_into_a_form_every_message_can_encode(given, kept):
+    from nurture.messages import build_message
+    from nurture.rendering import Rendered
+    import email
+    from email import policy
+    from datetime import datetime, timezone
+
+    settings = load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_FROM": given})
+    assert settings.mail_from == kept
+    data = build_message(Rendered("Hi", "<p>x</p>", "x", ""), from_header=settings.mail_from, to="a@example.com",
+                         message_id="<1.a@clinic.example>", date=datetime(2026, 12, 1, tzinfo=timezone.utc),
+                         unsubscribe_url=None, list_id=None)
+    assert data.isascii()  # a non-ASCII name goes out RFC 2047-encoded
+    parsed = email.message_from_bytes(data, policy=policy.default)["From"]
+    assert (parsed.addresses[0].display_name, parsed.addresses[0].addr_spec) == email.utils.parseaddr(kept)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("Zoë, Madison <care@clinic.example>", "double quotes"),  # the unquoted comma of issue 11
+        ("a@clinic.example, b@clinic.example", "one address"),
+        ("zoë@clinic.example", "ASCII"),
+        ("Clinic <care@localhost>", "domain"),
+        ("Clinic", "address"),
+        ("Clinic <care@clinic.example>\r\nBcc: x@evil.example", "one line"),
+    ],
+)
+def test_a_from_that_cannot_be_sent_is_one_line_at_start(value, says):
+    for name in ("NURTURE_FROM", "NURTURE_TRANSACTIONAL_FROM"):
+        with pytest.raises(ConfigError) as info:
+            load_settings({"NURTURE_SECRET_KEY": "k", name: value})
+        message = str(info.value)
+        assert message.startswith(f"{name}:") and says in message and "\n" not in message
+
+
+def test_the_transactional_return_path_is_a_bare_address():
+    settings = load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_TRANSACTIONAL_FROM": "Clinic <confirm@clinic.example>",
+                              "NURTURE_TRANSACTIONAL_RETURN_PATH": "bounces@clinic.example"})
+    assert settings.transactional_from == "Clinic <confirm@clinic.example>"
+    assert settings.transactional_return_path == "bounces@clinic.example"
+    with pytest.raises(ConfigError, match="^NURTURE_TRANSACTIONAL_RETURN_PATH: must be a bare address"):
+        load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_TRANSACTIONAL_RETURN_PATH": "Bounces <b@clinic.example>"})
+    unset = load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_TRANSACTIONAL_FROM": ""})
+    assert unset.transactional_from is None and unset.transactional_return_path is None
+
+
+@pytest.mark.parametrize("base_url", ["http://mail.clinic.example", "http://127.0.0.1:8000"])
+def test_production_refuses_a_base_url_that_is_not_https(base_url):
+    # RFC 8058: the one-click unsubscribe URL must be HTTPS. "Production" is NURTURE_ENV=production.
+    with pytest.raises(ConfigError) as info:
+        load_settings({"NURTURE_ENV": "production", "NURTURE_SECRET_KEY": LONG_SECRET, "NURTURE_BASE_URL": base_url})
+    message = str(info.value)
+    assert message.startswith("NURTURE_BASE_URL:") and "https" in message and "\n" not in message
+    assert load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_BASE_URL": base_url}).base_url == base_url  # dev: fine

@@ -15,7 +15,9 @@ from nurture.rendering import (
     RenderError,
     Renderer,
     inline_css,
+    number_words,
     sample_recipient,
+    when_phrase,
 )
 from nurture.sequences import load_newsletters, load_sequences
 
@@ -106,7 +108,7 @@ def test_values_cannot_break_lines(tmp_path: Path) -> None:
     out = renderer.render(
         "nurture/10-welcome-history.html.j2", {**sample_recipient(BASE), "first_name": "Al\r\nBcc: x@y\u2028z\x00"}
     )
-    assert out.subject == "Hi Al Bcc: x@y z, welcome, and where ketamine came from"
+    assert out.subject == "Hi Al Bcc: x@y z, welcome, and a little history"
     assert "\n" not in out.subject
 
 
@@ -256,3 +258,102 @@ def test_clinic_may_be_an_object() -> None:
     )
     assert "2 Object Road, Objectville" in out.text
     assert "Book a consultation: https://object.example/consultation" in out.text
+
+
+# --------------------------------------------------------------------------- step.total, step.next, words
+
+WELCOME = "nurture/10-welcome-history.html.j2"
+INVITE = "nurture/40-consultation-invite.html.j2"
+
+
+def body_text(text: str) -> str:
+    """The text part above the footer (the footer's off-label line names esketamine in every email)."""
+    return text.split("Warm regards,")[0]
+
+
+def test_step_next_is_the_following_step_with_its_delay(renderer: Renderer) -> None:
+    step = renderer.context(WELCOME, sample_recipient(BASE))["step"]
+    assert (step["number"], step["total"]) == (1, 4)
+    nxt = step["next"]
+    assert (nxt["key"], nxt["number"], nxt["subject"], nxt["days"], nxt["when"]) == (
+        "how-it-may-work", 2, "Part 2: how it may work", 2, "in two days")
+    assert nxt["preheader"] == "What researchers think happens in the brain, and what is still unknown."
+    assert renderer.context("nurture/30-risks-side-effects.html.j2", sample_recipient(BASE))["step"]["next"]["when"] == "in three days"
+    for last in (INVITE, "newsletter/2026-12-winter.html.j2", "system/confirm.html.j2"):
+        assert renderer.context(last, sample_recipient(BASE))["step"]["next"] is None
+
+
+def test_shipped_steps_say_what_comes_next(renderer: Renderer) -> None:
+    text = renderer.render(WELCOME, sample_recipient(BASE)).text
+    assert "four short emails" in text
+    assert "Coming in two days: “Part 2: how it may work”\nWhat researchers think happens in the brain" in text
+    assert "This is the last of our four emails in this series." in renderer.render(INVITE, sample_recipient(BASE)).text
+
+
+def test_a_new_step_changes_the_count_and_what_comes_next(tmp_path: Path) -> None:
+    templates = copy_templates(tmp_path)
+    (templates / "nurture" / "50-follow-up.html.j2").write_text(
+        "---\nkey: follow-up\nsubject: \"Part 5: a follow-up\"\npreheader: One more thing.\ndelay_days: 15\n---\n"
+        "{% extends 'layout.html.j2' %}{% block body %}<p>x</p>{% include 'nurture/_whats-next.j2' %}{% endblock %}\n"
+    )
+    renderer = Renderer(templates, clinic=CLINIC, base_url=BASE)
+    assert "five short emails" in renderer.render(WELCOME, sample_recipient(BASE)).text
+    invite = renderer.render(INVITE, sample_recipient(BASE)).text
+    assert "Coming in a week: “Part 5: a follow-up”\nOne more thing." in invite
+    assert "This is the last" not in invite
+    assert "This is the last of our five emails" in renderer.render("nurture/50-follow-up.html.j2", sample_recipient(BASE)).text
+
+
+def test_the_next_subject_carries_recipient_values_like_any_subject(tmp_path: Path) -> None:
+    templates = copy_templates(tmp_path)
+    path = templates / "nurture" / "20-how-it-may-work.html.j2"
+    path.write_text(path.read_text().replace('subject: "Part 2: how it may work"', 'subject: "{{ first_name }}, part {{ step.number }}"'))
+    renderer = Renderer(templates, clinic=CLINIC, base_url=BASE)
+    out = renderer.render(WELCOME, {**sample_recipient(BASE), "first_name": "Zoë <b>"})
+    assert "Coming in two days: “Zoë <b>, part 2”" in out.text  # its own number, not the welcome's
+    assert "“Zoë &lt;b&gt;, part 2”" in out.html
+    slow = renderer.render_reference(WELCOME, {**sample_recipient(BASE), "first_name": "Zoë <b>"})
+    assert out.text == slow.text
+
+
+@pytest.mark.parametrize(("number", "words"), [(0, "zero"), (4, "four"), (12, "twelve"), (20, "twenty"), (21, "21"), (-1, "-1")])
+def test_number_words(number: int, words: str) -> None:
+    assert number_words(number) == words
+
+
+@pytest.mark.parametrize(("days", "phrase"), [(0, "soon"), (1, "tomorrow"), (2, "in two days"), (7, "in a week"),
+                                              (14, "in two weeks"), (10, "in ten days"), (30, "in 30 days")])
+def test_when_phrase(days: int, phrase: str) -> None:
+    assert when_phrase(days) == phrase
+
+
+def test_esketamine_is_offered_only_by_a_certified_center() -> None:
+    default = body_text(Renderer(SHIPPED, clinic=CLINIC, base_url=BASE).render(INVITE, sample_recipient(BASE)).text)
+    assert "esketamine" not in default.lower() and "IV drip" in default
+    for flag in (False, "false", None):
+        off = Renderer(SHIPPED, clinic={**CLINIC, "esketamine_certified": flag}, base_url=BASE)
+        assert "esketamine" not in body_text(off.render(INVITE, sample_recipient(BASE)).text).lower()
+    on = body_text(Renderer(SHIPPED, clinic={**CLINIC, "esketamine_certified": True}, base_url=BASE)
+                   .render(INVITE, sample_recipient(BASE)).text)
+    assert "certified treatment center for esketamine (Spravato)" in on
+    assert "at least two hours after esketamine" in on
+
+
+@pytest.mark.parametrize(("form", "says"), [
+    ("either", "in person at our clinic or as a secure video call (telehealth)"),
+    ("telehealth", "The consultation is a secure video call (telehealth)"),
+    ("in-person", f"The consultation is in person, at our clinic: {CLINIC['postal_address']}."),
+])
+def test_consultation_format_cost_and_insurance_come_from_the_clinic(form: str, says: str) -> None:
+    clinic = {**CLINIC, "consultation_format": form, "cost": "A consultation costs $250.", "insurance": "We bill Aetna."}
+    text = Renderer(SHIPPED, clinic=clinic, base_url=BASE).render(INVITE, sample_recipient(BASE)).text
+    assert says in text
+    assert "Cost and insurance\n------------------\n\nA consultation costs $250.\n\nWe bill Aetna." in text
+
+
+def test_cost_and_insurance_default_to_honest_placeholders() -> None:
+    from nurture.config import DEFAULT_COST_TEXT, DEFAULT_INSURANCE_TEXT
+
+    text = Renderer(SHIPPED, clinic=CLINIC, base_url=BASE).render(INVITE, sample_recipient(BASE)).text
+    assert DEFAULT_COST_TEXT in text and DEFAULT_INSURANCE_TEXT in text
+    assert "$" not in body_text(text)  # no price the clinic has not set

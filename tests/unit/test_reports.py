@@ -86,7 +86,7 @@ def test_to_dict_is_json_with_iso_dates_and_rates():
     assert data["confirm_rate"] == pytest.approx(0.6667) and data["goal_rate"] == 0.5
     assert data["steps"][0] == {"key": "one", "position": 0, "subject": "S", "sent": 2, "clickers": 1,
                                 "openers": 0, "unsubscribed": 0, "bounced": 0, "goal_clickers": 0,
-                                "click_rate": 0.5, "unsubscribe_rate": 0.0}
+                                "not_yet_due": 0, "stopped": 0, "trackable": None, "click_rate": 0.5, "unsubscribe_rate": 0.0}
     assert data["broadcasts"][0]["send_at"] == "2026-11-02T15:00:00+00:00"
     assert data["broadcasts"][0]["click_rate"] == pytest.approx(0.3333)
     assert reports.Funnel(None, "n", URL, 0, 0, 0).to_dict()["since"] is None

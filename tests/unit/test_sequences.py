@@ -10,6 +10,7 @@ import pytest
 from nurture.sequences import (
     TemplateFormatError,
     describe_email,
+    place_email,
     load_newsletters,
     load_sequences,
     parse_front_matter,
@@ -39,7 +40,7 @@ def test_shipped_nurture_sequence() -> None:
     ]
     step = sequence.step("risks-side-effects")
     assert step is not None and step.template == "nurture/30-risks-side-effects.html.j2"
-    assert step.subject == "Ketamine's risks and side effects" and step.track_opens is False
+    assert step.subject == "Part 3: risks and side effects, plainly" and step.track_opens is False
     assert sequence.step("gone") is None
 
 
@@ -137,3 +138,11 @@ def test_describe_email_gives_position_and_total(tmp_path: Path) -> None:
     assert (step.key, step.position, total) == ("risks-side-effects", 2, 4)
     step, total = describe_email(tmp_path / "e", "system/confirm.html.j2")
     assert (step.key, step.sequence, total) == ("confirm", "system", 1)
+
+
+def test_place_email_gives_the_next_step(tmp_path: Path) -> None:
+    shutil.copytree(SHIPPED, tmp_path / "e")
+    place = place_email(tmp_path / "e", "nurture/20-how-it-may-work.html.j2")
+    assert (place.step.key, place.total, place.next.key, place.next.delay_days) == ("how-it-may-work", 4, "risks-side-effects", 5)
+    assert place_email(tmp_path / "e", "nurture/40-consultation-invite.html.j2").next is None
+    assert place_email(tmp_path / "e", "newsletter/2026-12-winter.html.j2").next is None

@@ -4,8 +4,11 @@ and the rule that errors are one line and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -46,15 +49,44 @@ def runtime(settings_: Settings | None = None, *, database: bool = True, **kwarg
             raise Fail(str(exc)) from None
     return rt
 
-def parse_now(value: str | None, option: str = "--now") -> datetime:
-    """An ISO-8601 option as an aware UTC instant (a naive value is taken as UTC); None is now."""
+_RELATIVE = re.compile(r"\+\s*(\d+)\s*(d|days?|h|hours?|m|min|minutes?)(?:\s+(\d{1,2}):(\d{2}))?", re.IGNORECASE)
+
+
+def parse_now(value: str | None, option: str = "--now", *, zone: str = "UTC",
+              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> datetime:
+    """An option naming an instant, as an aware UTC datetime; None is now.
+
+    ISO-8601 (``2026-12-03T09:05:00-06:00``; without an offset it is read as UTC, and a note
+    says so), or relative to now: ``+2 days``, ``+3 hours``, ``+2 days 09:05`` (that clock time
+    on the day, in ``zone``, the clinic's)."""
+    now = clock()
     if value is None:
-        return datetime.now(timezone.utc)
+        return now
+    relative = _RELATIVE.fullmatch(value.strip())
+    if relative:
+        amount, unit, hour, minute = relative.groups()
+        step = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}[unit[0].lower()]
+        moved = now + int(amount) * step
+        if hour is None:
+            return moved
+        if int(hour) > 23 or int(minute) > 59:
+            raise Fail(f"{option}: no such time of day: {hour}:{minute}")
+        local = moved.astimezone(ZoneInfo(zone)).replace(hour=int(hour), minute=int(minute), second=0, microsecond=0)
+        return local.astimezone(timezone.utc)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise Fail(f"{option}: not an ISO-8601 time: {value!r} (example: 2026-12-01T09:30:00+01:00)") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        raise Fail(f"{option}: not a time: {value!r} (examples: 2026-12-03T09:05:00-06:00, or \"+2 days 09:05\" "
+                   f"in the clinic's zone {zone})") from None
+    if parsed.tzinfo is None:
+        console.print(f"{option} {value} has no time zone: read as UTC", highlight=False)
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+def instant_line(instant: datetime, zone: str) -> str:
+    """How a command names the instant it used: the clinic's local time and UTC."""
+    local = instant.astimezone(ZoneInfo(zone))
+    return f"{local:%a %d %b %Y %H:%M} {local.tzname()} ({instant:%Y-%m-%d %H:%M} UTC)"
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -69,12 +101,15 @@ def safe_url(url: str) -> str:
         return urlunsplit(parts._replace(netloc=netloc))
     return url
 
-def broken_templates(broken: dict[str, str]) -> str:
-    """The banner for templates a pass could not render: their messages wait, retried with
-    backoff, until the template is fixed (`nurture templates validate` shows where)."""
-    lines = "; ".join(f"{name}: {reason}" for name, reason in sorted(broken.items()))
+def broken_templates(broken: dict[str, str], templates_dir) -> str:
+    """The message for templates a pass could not render (a content error, so the exit is
+    non-zero): each as ``file:line: message`` relative to the templates folder. Their messages
+    wait, and go once the file is fixed; others' are not held up."""
+    from nurture.reports import where_in_templates
+
+    lines = "; ".join(where_in_templates(reason, templates_dir) for _, reason in sorted(broken.items()))
     return (f"{len(broken)} template(s) could not be rendered, their messages wait until fixed "
-            f"(run `nurture templates validate`): {lines}")
+            f"(`nurture templates validate` lists every problem): {lines}")
 
 def main() -> None:
     """Entry point: known errors become one line and an exit code, never a traceback."""

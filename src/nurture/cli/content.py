@@ -18,13 +18,20 @@ app.add_typer(broadcast_app, name="broadcast")
 
 
 @templates_app.command("validate")
-def templates_validate() -> None:
+def templates_validate(
+    strict: Annotated[bool, typer.Option("--strict", help="Wording warnings (health words in subjects, "
+                                         "counts, claims) are errors too; `make test` uses this.")] = False,
+) -> None:
     """Check every email template; prints file:line messages and exits 1 on any error."""
+    from zoneinfo import ZoneInfo
+
     from nurture.template_checks import check_templates
 
     s = settings()
     s.require_templates()
-    problems = check_templates(s.templates_dir, base_url=s.base_url, dev=s.is_dev, clinic=s.clinic)
+    today = datetime.now(ZoneInfo(s.timezone)).date()  # the clinic's date: a date in the text may have passed
+    problems = check_templates(s.templates_dir, base_url=s.base_url, dev=s.is_dev, clinic=s.clinic, strict=strict,
+                               today=today)
     for problem in problems:
         colour = "red" if problem.severity == "error" else "yellow"
         console.print(f"[{colour}]{problem.severity}[/] ", end="")
@@ -53,7 +60,8 @@ def templates_preview(
     try:
         step = find_email(s.templates_dir, key)
         if step is None:
-            raise Fail(f"no email with the key {key!r} in {s.templates_dir} (see `nurture studio` for the list)")
+            raise Fail(f"no email with the key {key!r} in {s.templates_dir}{_did_you_mean(s.templates_dir, key)} "
+                       "(`nurture studio` lists them all)")
         try:
             rendered = rt.renderer.render(step.template, rt.renderer.sample_recipient())
         except RenderError as exc:
@@ -90,6 +98,20 @@ def templates_preview(
         console.print(f"test copy of {step.key} sent to {recipient}: {reply}", highlight=False)
     finally:
         rt.close()
+
+def _did_you_mean(templates_dir, key: str) -> str:
+    """`: did you mean welcome-history?` for `welcome`: a key that starts the same, or a close one."""
+    import difflib
+
+    from nurture.sequences import TemplateFormatError, load_newsletters, load_sequences
+
+    try:
+        keys = [st.key for seq in load_sequences(templates_dir).values() for st in seq.steps]
+        keys += list(load_newsletters(templates_dir))
+    except (TemplateFormatError, OSError):
+        return ""
+    close = [k for k in keys if k.startswith(key) or key in k] or difflib.get_close_matches(key, keys, n=3)
+    return f": did you mean {' or '.join(close[:3])}?" if close else ""
 
 @app.command()
 def studio(
@@ -152,6 +174,9 @@ def broadcast_list() -> None:
             rows = broadcasts.list_broadcasts(session)
     finally:
         rt.close()
+    if not rows:
+        out.print("no broadcasts yet (`nurture broadcast create KEY` makes one)")
+        return
     table = Table("id", "template", "audience", "goes at (UTC)", "state", "recipients", "sent", "queued", "failed")
     for row in rows:
         b, c = row.broadcast, row.counts
@@ -180,16 +205,20 @@ def broadcast_send(
         with transaction(rt.sessions) as session:
             added = broadcasts.include_new(session, broadcast_id, now=instant, sequence=planner.sequence(),
                                            window=planner.window) if include_new else 0
-            due = broadcasts.send_now(session, broadcast_id, now=instant, window=planner.window)
+            broadcasts.send_now(session, broadcast_id, now=instant, window=planner.window)
+            held = broadcasts.deferred(session, broadcast_id, now=instant)
         summary = rt.sender().run_pass(instant, key_prefix=f"bcast:{broadcast_id}")
     except (broadcasts.BroadcastError, PassStopped) as exc:
         raise Fail(str(exc)) from None
     finally:
         rt.close()
-    later = f"; {due - summary.sent} wait for a day without a sequence email" if due > summary.sent else ""
-    out.print(f"broadcast {broadcast_id}: {summary.line()}" + (f"; {added} new people added" if added else "") + later)
+    opens = f"{planner.window.start // 60:02d}:{planner.window.start % 60:02d}"
+    later = (f"; {held} deferred to tomorrow {opens} their local time: they had a sequence email today"
+             if held else "")
+    out.print(f"broadcast {broadcast_id}: {summary.line()}" + (f"; {added} new people added" if added else "") + later,
+              highlight=False)
     if summary.broken:
-        raise Fail(broken_templates(summary.broken))
+        raise Fail(broken_templates(summary.broken, s.templates_dir))
 
 @broadcast_app.command("cancel")
 def broadcast_cancel(broadcast_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:

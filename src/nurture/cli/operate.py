@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from nurture.cli.common import (Fail, app, broken_templates, console, out, parse_now, runtime, safe_url, settings,
-                                setup_logging)
+from nurture.cli.common import (Fail, app, broken_templates, console, instant_line, out, parse_now, runtime, safe_url,
+                                settings, setup_logging)
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
@@ -17,11 +17,28 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the database to the current schema."""
-    from nurture.migrate import upgrade
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from nurture.db import make_engine
+    from nurture.migrate import alembic_config, upgrade
 
     s = settings()
+    engine = make_engine(s.database_url)
+    try:
+        with engine.connect() as connection:
+            before = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
     upgrade(s.database_url)
-    console.print(f"database is up to date: {safe_url(s.database_url)}")
+    head = ScriptDirectory.from_config(alembic_config(s.database_url)).get_current_head()
+    where = safe_url(s.database_url)
+    if before is None:
+        console.print(f"created the database: {where} (schema {head})", highlight=False)
+    elif before != head:
+        console.print(f"migrated the database from schema {before} to {head}: {where}", highlight=False)
+    else:
+        console.print(f"database is up to date: {where} (schema {head})", highlight=False)
 
 @app.command()
 def serve() -> None:
@@ -48,9 +65,7 @@ def _serve(*, with_scheduler: bool) -> None:
     rt = runtime(s)
     stop = threading.Event()
     scheduler = build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False) if with_scheduler else None
-    where = f"outbox Maildir {s.outbox_dir}/" if not s.smtp_url else "SMTP " + safe_url(s.smtp_url)
-    console.print(f"[bold]nurture[/] on {s.base_url} · database {safe_url(s.database_url)} · mail to {where}"
-                  + (f" · sending every {s.send_interval} min" if scheduler else ""))
+    console.print(_banner(s, sending=scheduler is not None))
     if scheduler:
         scheduler.start()
     try:
@@ -64,6 +79,24 @@ def _serve(*, with_scheduler: bool) -> None:
         if scheduler:
             scheduler.shutdown(wait=True)
         rt.close()
+
+def _banner(s, *, sending: bool):
+    """What a person starting the server needs, boxed so it stands out from the log lines after it."""
+    from rich.panel import Panel
+
+    where = (f"the folder {s.outbox_dir}/, nothing leaves this machine\n          (`nurture outbox last` shows the newest)"
+             if not s.smtp_url else "the SMTP server " + safe_url(s.smtp_url))
+    listen = f"http://{s.host}:{s.port}"
+    lines = [
+        f"[bold]Open[/]      {s.base_url}" + (f"  (listening on {listen})" if listen != s.base_url.rstrip("/") else ""),
+        f"[bold]Database[/]  {safe_url(s.database_url)}",
+        f"[bold]Mail to[/]   {where}",
+        f"[bold]Admin[/]     " + (f"{s.base_url.rstrip('/')}/admin (user admin)" if s.admin_password
+                                  else "off (set NURTURE_ADMIN_PASSWORD to turn /admin on)"),
+        f"[bold]Sending[/]   " + (f"every {s.send_interval} min" if sending else "off (serve only: run the scheduler or send-due)"),
+    ]
+    return Panel("\n".join(lines), title="[bold]nurture[/]", title_align="left", border_style="cyan", expand=False,
+                 highlight=False)
 
 @app.command()
 def scheduler() -> None:
@@ -80,7 +113,9 @@ def scheduler() -> None:
 
 @app.command("send-due")
 def send_due(
-    now: Annotated[Optional[str], typer.Option(help="Pretend it is this instant (ISO-8601), to fast-forward.")] = None,
+    now: Annotated[Optional[str], typer.Option(
+        help="Pretend it is this instant, to fast-forward: ISO-8601 with an offset (2026-12-03T09:05:00-06:00), "
+             "or relative, \"+2 days 09:05\" (that time in the clinic's zone).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Send at most this many messages.")] = None,
 ) -> None:
     """One pass: queue the sequence steps due at NOW and send everything due."""
@@ -88,8 +123,9 @@ def send_due(
 
     from nurture.sender import PassStopped
 
-    instant = parse_now(now)
-    rt = runtime()
+    s = settings()
+    instant = parse_now(now, zone=s.timezone)
+    rt = runtime(s)
     try:
         passes = rt.sending_pass()
         if console.is_terminal:
@@ -103,9 +139,10 @@ def send_due(
         raise Fail(str(exc)) from None
     finally:
         rt.close()
-    out.print(f"planned {summary.planned}; {summary.line()}")
+    out.print(f"as of {instant_line(instant, s.timezone)}: planned {summary.planned}; {summary.line()}",
+              highlight=False)
     if summary.broken:
-        raise Fail(broken_templates(summary.broken))
+        raise Fail(broken_templates(summary.broken, s.templates_dir))
 
 @app.command()
 def explain(
@@ -113,6 +150,7 @@ def explain(
     now: Annotated[Optional[str], typer.Option(help="Explain as of this instant (ISO-8601).")] = None,
 ) -> None:
     """Show one subscriber's timeline: what was sent when, what comes next, or why nothing will."""
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -124,8 +162,8 @@ def explain(
         email = normalise_email(address)
     except InvalidInput as exc:
         raise Fail(exc.message) from None
-    instant = parse_now(now)
     s = settings()
+    instant = parse_now(now, zone=s.timezone)
     rt = runtime(s)
     try:
         with rt.sessions() as session:
@@ -141,11 +179,13 @@ def explain(
         table.add_row(f"{entry.at:%Y-%m-%d %H:%M}", f"{timeline.local(entry.at):%a %d %b %H:%M}",
                       Text(entry.what), Text(entry.detail))
     out.print(table)
+    # One style for the label, none for the rest: rich's highlighter would colour each number differently.
     if timeline.next_at is not None:
-        out.print(f"next: {timeline.next_step} at {timeline.local(timeline.next_at):%A %d %B %Y %H:%M %Z} "
-                  f"({timeline.next_at:%Y-%m-%d %H:%M} UTC)")
+        out.print(f"[bold cyan]next:[/] {timeline.next_step}, scheduled for "
+                  f"{timeline.local(timeline.next_at):%A %d %B %Y at %H:%M %Z} their time "
+                  f"({timeline.next_at:%Y-%m-%d %H:%M} UTC)", highlight=False)
     else:
-        out.print(f"nothing more will be sent: {timeline.why_nothing}")
+        out.print(f"[bold cyan]nothing more will be sent:[/] {escape(timeline.why_nothing or '')}", highlight=False)
 
 @app.command()
 def stats(
@@ -170,7 +210,9 @@ def stats(
         if sequence is None:
             raise Fail(f"no sequence {s.sequence!r} in {s.templates_dir}")
         with rt.sessions() as session:
-            funnel = reports.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url)
+            funnel = reports.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url,
+                                    trackable=reports.trackable_links(rt.renderer, (st.template for st in sequence.steps),
+                                                                      track_clicks=s.track_clicks))
             trouble = reports.problems(session)
     except TemplateFormatError as exc:
         raise Fail(str(exc)) from None
@@ -187,11 +229,15 @@ def stats(
     out.print(f"[bold]{s.clinic_name}[/] · sequence {funnel.sequence} · {scope}")
     out.print(f"signups {funnel.signups} · confirmed {funnel.confirmed} ({pct(funnel.confirm_rate)}) · "
               f"consultation clicks {funnel.goal} ({pct(funnel.goal_rate)} of confirmed)")
-    table = Table("#", "step", "sent", "clicked", "rate", "consultation", "unsubscribed", "bounced")
+    table = Table("#", "step", "sent", "not yet due", "stopped", "clicked", "rate", "consultation", "unsubscribed",
+                  "bounced")
     for step in funnel.steps:
-        table.add_row(str(step.position + 1), step.key, str(step.sent), str(step.clickers), pct(step.click_rate),
-                      str(step.goal_clickers), str(step.unsubscribed), str(step.bounced))
+        clicks = (("no links", "") if step.trackable is False else (str(step.clickers), pct(step.click_rate)))
+        table.add_row(str(step.position + 1), step.key, str(step.sent), str(step.not_yet_due), str(step.stopped),
+                      *clicks, str(step.goal_clickers), str(step.unsubscribed), str(step.bounced))
     out.print(table)
+    out.print("not yet due: still in the series, it comes on its day · stopped: left, bounced, or that email failed · "
+              "no links: nothing in that email to click but the unsubscribe links and the shared footer", highlight=False)
     if trouble:
         out.print(f"not sent: {trouble.retrying} retrying, {trouble.failed} failed, {trouble.unknown} unknown "
                   "(nurture explain EMAIL shows one person's)")
@@ -204,3 +250,42 @@ def stats(
             table.add_row(str(b.id), b.template, b.audience, b.status, str(b.sent), str(b.clickers),
                           pct(b.click_rate), str(b.unsubscribed), str(b.bounced))
         out.print(table)
+
+
+outbox_app = typer.Typer(no_args_is_help=True, help="The local Maildir outbox (development: where mail goes "
+                                                    "when no SMTP server is set).")
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("last")
+def outbox_last(
+    links: Annotated[bool, typer.Option("--links", help="Print only its links, one a line, decoded.")] = False,
+    save: Annotated[Optional[str], typer.Option("--save", metavar="FILE.eml",
+                                                help="Also write the message as a .eml file a mail client opens.")] = None,
+) -> None:
+    """Show the newest message in the outbox decoded: its headers and plain text, or its links."""
+    from pathlib import Path
+
+    from nurture.outbox_files import OutboxEmpty, newest_message
+
+    s = settings()
+    if s.smtp_url:
+        raise Fail(f"mail goes to the SMTP server {safe_url(s.smtp_url)}, not to a local outbox folder")
+    try:
+        found = newest_message(Path(s.outbox_dir))
+    except OutboxEmpty as exc:
+        raise Fail(str(exc)) from None
+    if save:
+        try:
+            Path(save).write_bytes(found.raw)
+        except OSError as exc:
+            raise Fail(f"cannot write {save}: {exc.strerror}") from None
+        console.print(f"saved {found.path.name} as {save}", highlight=False)
+    if links:
+        for url in found.links:
+            out.print(url, highlight=False, soft_wrap=True)
+        return
+    for name in ("Date", "From", "To", "Subject"):
+        out.print(f"{name}: {found.headers.get(name, '')}", highlight=False)
+    out.print(f"File: {found.path}\n", highlight=False)
+    out.print(found.text, highlight=False, markup=False)

@@ -16,20 +16,26 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from urllib.parse import urlencode, urlsplit
+
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
+from itsdangerous import BadData, URLSafeTimedSerializer
+from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from nurture import bounces, reports
+from nurture import bounces, reports, subscribers
 from nurture.journey import Planner
+from nurture.models import Status
 from nurture.runtime import Runtime
 from nurture.sender import utcnow
 from nurture.sequences import Sequence, TemplateFormatError, load_sequences
+from nurture.subscribers import RequestInfo, find_by_email
 from nurture.timeline import build_timeline
 from nurture.validation import InvalidInput, normalise_email
 
@@ -61,7 +67,8 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
     settings = runtime.settings
     zone = ZoneInfo(settings.timezone)
     pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    pages.filters.update(when=lambda t: _when(t, zone), day=_day, pct=_pct, num=_num)
+    pages.filters.update(when=lambda t: _when(t, zone), day=_day, pct=_pct, num=_num,
+                         reason=lambda text: _reason(text, settings.templates_dir))
     pages.globals.update(clinic_name=settings.clinic_name, clinic_zone=settings.timezone)
     failures = _Failures(_FAILURES_PER_MINUTE, 60.0)
     router = APIRouter(include_in_schema=False)
@@ -90,6 +97,38 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
             failures.add(client)
         return page("admin_denied.html", 401, headers=_CHALLENGE, throttled=False)
 
+    actions = URLSafeTimedSerializer(settings.secret, salt="admin-action")
+
+    @router.post("/admin/action")
+    async def action(request: Request):
+        """Unsubscribe a person or resend their confirmation: what the clinic does when someone
+        phones. Basic auth alone would let another site post here with the browser's stored
+        credentials, so the form carries a signed, hour-long token naming the action and the
+        address, and a request from another origin is refused."""
+        refused = refuse(request)
+        if refused is not None:
+            return refused
+        origin = request.headers.get("origin")
+        if origin and urlsplit(origin).netloc != request.headers.get("host"):
+            return page("admin_denied.html", 403, throttled=False, reason="That form came from another site.")
+        form = await request.form()
+        kind, email, token = (str(form.get(name, "")) for name in ("action", "email", "token"))
+        try:
+            signed = actions.loads(token, max_age=ACTION_TOKEN_SECONDS)
+        except BadData:
+            signed = None
+        if signed != [kind, email] or kind not in _ACTIONS:
+            return page("admin_denied.html", 403, throttled=False,
+                        reason="That form is out of date or not from this dashboard. Reload the page and try again.")
+        client = request.client.host if request.client else None
+        who = RequestInfo(ip=client, user_agent=request.headers.get("user-agent"), source=f"admin:{USER}")
+        done = await run_in_threadpool(_act, runtime, kind, email, now=clock(), who=who)
+        dispatcher = getattr(request.app.state, "dispatcher", None)
+        if done == "resent" and dispatcher is not None:
+            dispatcher.wake()  # the confirmation goes now, not at the next scheduled pass
+        return RedirectResponse(f"/admin?{urlencode({'email': email, 'done': done})}", status_code=303,
+                                headers=_HEADERS)
+
     @router.get("/admin", response_class=HTMLResponse)
     def dashboard(request: Request):
         refused = refuse(request)
@@ -107,12 +146,16 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
                 search.error = exc.message
         with runtime.sessions() as session:
             funnel = reports.funnel(session, since=since, sequence=sequence,
-                                    consultation_url=settings.consultation_url)
+                                    consultation_url=settings.consultation_url,
+                                    trackable=reports.trackable_links(runtime.renderer, (s.template for s in sequence.steps),
+                                                                      track_clicks=settings.track_clicks))
             per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now)
             deliveries = reports.recent_deliveries(session, LIST_LIMIT)
             waiting = reports.upcoming(session, now=now, limit=LIST_LIMIT)
             queue = reports.queue_counts(session, now=now)
             unverified, unverified_total = bounces.recent_unverified(session, UNVERIFIED_LIMIT)
+            broken = [_Broken(b, fixed=_renders_now(runtime, b.template))
+                      for b in reports.broken_templates(session, settings.templates_dir)]
             if search.email:
                 try:
                     search.timeline = build_timeline(session, search.email, now=now,
@@ -122,14 +165,35 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
                     search.error = f"The timeline needs the sequence templates, which cannot be read: {exc}"
                 if search.timeline is None and not search.error:
                     search.error = f"No subscriber has the address {search.email}."
+        if search.timeline is not None:
+            search.tokens = {kind: actions.dumps([kind, search.email]) for kind in _ACTIONS}
+        search.done = _DONE.get(request.query_params.get("done", ""))
         return page(
             "admin.html", funnel=funnel, chart=funnel_chart(funnel), per_day=per_day_chart(per_day),
             deliveries=deliveries, waiting=waiting, queue=queue, search=search, now=now,
             unverified=unverified, unverified_total=unverified_total, claimed=_CLAIMED,
-            days=days, periods=PERIODS, notes=[n for n in (period_note, sequence_note) if n],
+            days=days, periods=PERIODS, notes=[n for n in (period_note, sequence_note) if n], broken=broken,
         )
 
     return router
+
+
+@dataclass(frozen=True)
+class _Broken:
+    """A template the sender could not render, and whether it renders now (fixed since)."""
+
+    report: reports.BrokenTemplate
+    fixed: bool
+
+
+def _renders_now(runtime: Runtime, template: str) -> bool:
+    """Whether the template renders for a sample person now: once the file is fixed, the banner
+    says the held messages go at their next attempt instead of repeating the old error."""
+    try:
+        runtime.renderer.render(template, runtime.renderer.sample_recipient())
+    except Exception:  # noqa: BLE001 - any failure means: still broken
+        return False
+    return True
 
 
 @dataclass
@@ -138,6 +202,39 @@ class _Search:
     email: str | None = None
     error: str | None = None
     timeline: object = None
+    tokens: dict[str, str] = field(default_factory=dict)  # signed form tokens for the actions
+    done: str | None = None  # what the last action did, said above the timeline
+
+
+ACTION_TOKEN_SECONDS = 3600
+_ACTIONS = ("unsubscribe", "resend-confirmation")
+# What the page says after an action (the redirect carries only the key, never free text).
+_DONE = {
+    "unsubscribed": "Unsubscribed from everything. It is in the consent ledger as done by the admin.",
+    "resent": "A new confirmation email is on its way. It is in the consent ledger as asked by the admin.",
+    "not-subscribed": "Nothing to do: this person was not subscribed.",
+    "not-pending": "Not sent: this person is not waiting to confirm.",
+    "capped": "Not sent: this address has had the most confirmation emails allowed today. Try tomorrow.",
+    "unknown": "No subscriber has that address any more.",
+}
+
+
+def _act(runtime: Runtime, kind: str, email: str, *, now: datetime, who: RequestInfo) -> str:
+    """Do one admin action in one transaction; the key of what to say about it (see _DONE)."""
+    from nurture.db import transaction
+
+    with transaction(runtime.sessions) as session:
+        person = find_by_email(session, email)
+        if person is None:
+            return "unknown"
+        if kind == "unsubscribe":
+            changed = subscribers.unsubscribe(session, person.id, scope="all", now=now, request=who)
+            return "unsubscribed" if changed else "not-subscribed"
+        if person.status is not Status.pending:
+            return "not-pending"
+        queued = subscribers.resend_confirmation(session, person.id, now=now, request=who,
+                                                 confirmations_per_day=runtime.settings.confirmations_per_day)
+        return "resent" if queued else "capped"
 
 
 class _Failures:
@@ -240,12 +337,26 @@ def funnel_chart(funnel: reports.Funnel) -> FunnelChart:
             _share(funnel.confirm_rate, "of signups"), figure="confirmed"),
     ]
     for n, step in enumerate(funnel.steps, start=1):
-        note = f"sent · {step.clickers:,} clicked ({_pct(step.click_rate)})" if step.sent else "sent"
-        bars.append(Bar(f"Email {n} · {step.key}", step.sent, width(step.sent), "step", note,
+        bars.append(Bar(f"Email {n} · {step.key}", step.sent, width(step.sent), "step", _step_note(step),
                         step.clickers, width(step.clickers), figure=f"step:{step.key}:sent"))
     bars.append(Bar("Clicked “book a consultation”", funnel.goal, width(funnel.goal), "goal",
                     _share(funnel.goal_rate, "of confirmed"), figure="goal"))
     return FunnelChart(bars)
+
+
+def _step_note(step: reports.StepFigures) -> str:
+    """What follows a step's sent figure: its clicks (or that it has no link to click), then who
+    has not had it yet and why, so a later email's smaller bar is not read as people dropping off."""
+    parts = ["sent"]
+    if step.trackable is False:
+        parts.append("no links of its own")
+    elif step.sent:
+        parts.append(f"{step.clickers:,} clicked ({_pct(step.click_rate)})")
+    if step.not_yet_due:
+        parts.append(f"{step.not_yet_due:,} not yet due")
+    if step.stopped:
+        parts.append(f"{step.stopped:,} stopped")
+    return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -293,6 +404,13 @@ def _pct(rate: float | None) -> str:
         return "–"
     percent = rate * 100
     return f"{percent:.0f}%" if percent >= 10 or percent == 0 else f"{percent:.1f}%"
+
+
+def _reason(text: str | None, templates_dir: Path) -> str:
+    """An outbox row's last error as shown: a render error names its file relative to the templates."""
+    if text and text.startswith("render error: "):
+        return "render error: " + reports.where_in_templates(text, templates_dir)
+    return text or ""
 
 
 def _num(n: int) -> str:

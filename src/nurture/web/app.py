@@ -1,4 +1,4 @@
-"""The public web endpoint: signup, double opt-in, unsubscribe (RFC 8058), health.
+"""The public web endpoint: signup, double opt-in, email preferences, unsubscribe (RFC 8058), privacy, health.
 
 The domain modules never see HTTP: this module turns InvalidInput into a 4xx, and decides how
 each answer looks (a page for a browser form, JSON for an API client).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -27,12 +28,16 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from urllib.parse import quote
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from nurture import outbox, subscribers
+from nurture.domain_typos import suggest
+from nurture.journey import Planner
+from nurture.preferences import RESUMES, STOPS, Change, preferences_of, withdrawal_scope
 from nurture.db import transaction
 from nurture.group_commit import GroupCommit
 from nurture.models import OutboxMessage, Subscriber
@@ -42,9 +47,11 @@ from nurture.sender import utcnow
 from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, ConfirmResult, RequestInfo, SignupRequest
 from nurture.tokens import ExpiredToken, InvalidToken
 from nurture.tracking import Tracker, destination, links_in
-from nurture.validation import InvalidInput, Signup, parse_signup
+from nurture.sequences import TemplateFormatError
+from nurture.validation import InvalidInput, Signup, parse_bool, parse_signup
 from nurture.web.admin import mount_admin
 from nurture.web.bodies import BadRequest, read_body
+from nurture.web import signup_echo
 from nurture.web.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -77,7 +84,10 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
     pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                         auto_reload=False)
     pages.globals.update(clinic_name=settings.clinic_name, postal_address=settings.postal_address,
-                         clinic_phone=settings.clinic_phone, website_url=settings.website_url)
+                         clinic_phone=settings.clinic_phone, website_url=settings.website_url,
+                         clinic_phone_tel=re.sub(r"[^\d+]", "", settings.clinic_phone),
+                         privacy_policy_url=settings.privacy_policy_url,
+                         pause_minutes=int(subscribers.RESEND_AFTER.total_seconds() // 60))
     limit, period = settings.subscribe_limit
     limiter = WindowLimiter(limit, period)
     sender = runtime.sender()
@@ -130,9 +140,18 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
         return RequestInfo(ip=request.client.host if request.client else None,
                            user_agent=request.headers.get("user-agent"), source=source)
 
-    def signup_page(status: int = 200, error: BadRequest | None = None, values: dict | None = None):
+    def signup_page(status: int = 200, error: BadRequest | None = None, values: dict | None = None,
+                    suggestion: str | None = None):
         return page("signup.html", status, wording=CONSENT_WORDINGS[CONSENT_VERSION],
-                    consent_version=CONSENT_VERSION, error=error, values=values or {})
+                    consent_version=CONSENT_VERSION, error=error, values=values or {}, suggestion=suggestion)
+
+    secure_cookies = settings.base_url.startswith("https:")
+
+    def to_check_inbox(echo: signup_echo.Echo, query: str = "") -> RedirectResponse:
+        """POST/redirect/GET: the result page is a GET, so a reload never signs up again."""
+        response = RedirectResponse(f"/check-inbox{query}", status_code=303)
+        signup_echo.save(response, runtime.tokens, echo, secure=secure_cookies)
+        return response
 
     @app.exception_handler(BadRequest)
     async def _bad_request(request: Request, exc: BadRequest):
@@ -160,11 +179,39 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
     for name in ("signup.html", "message.html", "check_inbox.html"):
         pages.get_template(name)  # read from disk now, not on the loop later
     blank_signup = signup_page().body
-    check_inbox = page("check_inbox.html", 200).body
+    per_day = settings.confirmations_per_day
 
     @app.get("/", response_class=HTMLResponse, summary="The signup page")
-    async def index():
-        return HTMLResponse(blank_signup, headers=_SECURITY_HEADERS)
+    async def index(request: Request):
+        # "Correct your address" from the result page: the form again, filled in as it was sent.
+        echo = signup_echo.load(request.cookies, runtime.tokens, clock()) if "correct" in request.query_params else None
+        if echo is None:
+            return HTMLResponse(blank_signup, headers=_SECURITY_HEADERS)
+        return signup_page(values={"email": echo.email, "first_name": echo.first_name or "", "consent": True,
+                                   "correcting": True})
+
+    @app.get("/check-inbox", response_class=HTMLResponse, summary="The answer to a signup from the form")
+    async def check_inbox(request: Request, resent: str | None = None, early: str | None = None):
+        now = clock()
+        echo = signup_echo.load(request.cookies, runtime.tokens, now)
+        next_at = echo.next_link_at() if echo else None
+        return page("check_inbox.html", echo=echo, resent=resent is not None, early=early is not None and
+                    next_at is not None and now < next_at, may_ask_again=echo is not None and echo.asks < per_day,
+                    next_link_at=echo.local_time(next_at, settings.timezone) if echo else None, per_day=per_day)
+
+    @app.post("/check-inbox/resend", summary="Send the confirmation link again (within the usual limits)")
+    async def resend(request: Request):
+        now = clock()
+        echo = signup_echo.load(request.cookies, runtime.tokens, now)
+        if echo is None:  # too old, or cookies are off: the form is the way
+            return RedirectResponse("/", status_code=303)
+        if now < echo.next_link_at() or echo.asks >= per_day:
+            return RedirectResponse("/check-inbox?early", status_code=303)
+        if limiter.hit(request.client.host if request.client else "?"):
+            return page("message.html", 429, title="Please wait a moment",
+                        message="We received many requests from your network. Please try again in a minute.")
+        await signup_writer.submit(SignupRequest(echo.signup(), request_info(request, "resend-button"), now))
+        return to_check_inbox(echo.asked_again(now), "?resent")
 
     @app.post(
         "/subscribe",
@@ -191,19 +238,27 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
                                     status_code=429, headers={"Retry-After": retry})
             return page("message.html", 429, title="Please wait a moment",
                         message="We received many signups from your network. Please try again in a minute.")
+        # The form's answers to "did you mean ...?" (its two buttons), not part of the signup.
+        use_email = None if is_json else data.pop("use_email", None)
+        keep_email = None if is_json else data.pop("keep_email", None)
         try:
             signup = parse_signup(data, lenient_timezone=not is_json)
+            suggestion = None if is_json or keep_email == signup.email else suggest(signup.email)
+            if suggestion is not None and use_email == suggestion:
+                signup, suggestion = parse_signup(data | {"email": suggestion}, lenient_timezone=True), None
         except InvalidInput as exc:
             if is_json:
                 return JSONResponse({"error": exc.message, "field": exc.field}, status_code=422)
             return signup_page(422, BadRequest(422, exc.message, exc.field), _form_values(data))
+        if suggestion is not None:  # nothing stored yet: the person chooses first
+            return signup_page(200, values=_form_values(data) | {"email": signup.email}, suggestion=suggestion)
         if not signup.honeypot_filled:  # the honeypot gets the same answer and stores nothing
             await signup_writer.submit(SignupRequest(
                 signup, request_info(request, "json-api" if is_json else "signup-form"), clock()))
         # The same answer whatever the address's state: nobody can learn who is subscribed.
         if is_json:
             return Response(_ACCEPTED, status_code=202, media_type="application/json")
-        return HTMLResponse(check_inbox, headers=_SECURITY_HEADERS)
+        return to_check_inbox(signup_echo.Echo.of(signup, clock()))
 
     @app.get("/confirm/{token}", response_class=HTMLResponse, summary="Confirmation page (changes nothing)")
     def confirm_page(token: str):
@@ -259,7 +314,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
         with runtime.sessions() as session:
             subscriber = session.get(Subscriber, subscriber_id)
         done = subscriber is None or subscriber.status.value not in ("pending", "confirmed")
-        return page("unsubscribe.html", token=token, done=done, subscriber=subscriber)
+        return page("unsubscribe.html", token=token, done=done)
 
     @app.post("/unsubscribe/{token}", summary="Unsubscribe; also RFC 8058 one-click (List-Unsubscribe=One-Click)")
     def unsubscribe(token: str, request: Request, body: tuple[bool, dict] = Depends(form_json_or_nothing)):
@@ -277,7 +332,60 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
             return PlainTextResponse("Unsubscribed.", status_code=200)
         if _wants_json(request):
             return JSONResponse({"status": "unsubscribed", "scope": scope})
-        return page("unsubscribed.html", scope=scope, token=token)
+        if scope != "all":  # what is left, said by the page that reads the state
+            return RedirectResponse(f"/preferences/{token}?done=stop-{scope}", status_code=303)
+        return page("unsubscribed.html", token=token)
+
+    @app.get("/preferences/{token}", response_class=HTMLResponse, summary="Email preferences (changes nothing)")
+    def preferences_page(token: str, done: str | None = None):
+        subscriber_id = _unsubscribe_id(token)
+        with runtime.sessions() as session:
+            subscriber = session.get(Subscriber, subscriber_id)
+            state = None if subscriber is None or subscriber.status.value == "erased" else \
+                preferences_of(session, subscriber, _sequence())
+        change = next((c for c in Change if c.value == done), None)
+        # Say a change was made only while the state shows it (a reload later, or an old URL, says nothing).
+        saved = change if state is not None and change is not None and state.agrees_with(change) else None
+        return page("preferences.html", token=token, state=state, saved=saved, Change=Change,
+                    send_window=settings.send_window)
+
+    @app.post("/preferences/{token}", summary="Stop, or turn back on, the series or the newsletter")
+    def change_preferences(token: str, request: Request, body: tuple[bool, dict] = Depends(form_json_or_nothing)):
+        subscriber_id = _unsubscribe_id(token)
+        _is_json, data = body
+        change = next((c for c in Change if c.value == data.get("change")), None)
+        if change is None:
+            raise BadRequest(422, "change must be one of " + ", ".join(c.value for c in Change) + ".", "change")
+        now, who = clock(), request_info(request, "preferences-page")
+        with transaction(runtime.sessions) as session:
+            subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
+            state = preferences_of(session, subscriber, _sequence()) if subscriber is not None else None
+            # Only a change the page could offer now: a stale page or a second click changes nothing.
+            allowed = state is not None and change in state.changes
+            if allowed and change in STOPS:
+                subscribers.unsubscribe(session, subscriber_id, scope=withdrawal_scope(state, change), now=now,
+                                        request=who)
+            elif allowed:
+                subscribers.resume(session, subscriber_id, scope=RESUMES[change], now=now, request=who)
+        if allowed and change in RESUMES and dispatcher:
+            dispatcher.wake(full=True)  # the next step may be due now
+        if _wants_json(request):
+            return JSONResponse({"status": "changed" if allowed else "unchanged", "change": change.value})
+        return RedirectResponse(f"/preferences/{token}?done={quote(change.value)}", status_code=303)
+
+    def _sequence():
+        """The sequence as marketing last saved it, or None while a file of it cannot be read
+        (the page then does not claim the series is finished)."""
+        try:
+            return Planner.from_settings(settings).sequence()
+        except (TemplateFormatError, OSError):
+            return None
+
+    privacy = page("privacy.html").body
+
+    @app.get("/privacy", response_class=HTMLResponse, summary="Privacy notice: what is stored, why, for how long")
+    async def privacy_notice():
+        return HTMLResponse(privacy, headers=_SECURITY_HEADERS)
 
     def _unsubscribe_id(token: str) -> int:
         try:
@@ -367,4 +475,10 @@ def _wants_json(request: Request) -> bool:
 
 
 def _form_values(data: dict) -> dict:
-    return {k: v for k, v in data.items() if k in ("email", "first_name") and isinstance(v, str)}
+    """What the form is shown with again: the text fields as typed, and the consent box as it was."""
+    values = {k: v for k, v in data.items() if k in ("email", "first_name") and isinstance(v, str)}
+    try:
+        values["consent"] = parse_bool(data.get("consent", False), "consent")
+    except InvalidInput:
+        values["consent"] = False
+    return values
