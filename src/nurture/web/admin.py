@@ -149,7 +149,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
                                     consultation_url=settings.consultation_url,
                                     trackable=reports.trackable_links(runtime.renderer, (s.template for s in sequence.steps),
                                                                       track_clicks=settings.track_clicks))
-            per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now)
+            per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now, zone=settings.timezone)
             deliveries = reports.recent_deliveries(session, LIST_LIMIT)
             waiting = reports.upcoming(session, now=now, limit=LIST_LIMIT)
             queue = reports.queue_counts(session, now=now)
@@ -375,6 +375,22 @@ class PerDayChart:
     total: int
     width: int = 300
     height: int = 100
+
+    @property
+    def peak_days(self) -> list[date]:
+        """The day(s) with the most signups, for "busiest day"."""
+        return [b.day for b in self.bars if b.count == self.peak] if self.peak else []
+
+    @property
+    def ticks(self) -> list[tuple[int, float]]:
+        """Y-axis labels (value, y in the 100-unit box): 0, the middle when it is a whole number, the peak."""
+        if not self.peak:
+            return [(0, 100.0)]
+        marks = [(0, 100.0)]
+        if self.peak >= 2 and self.peak % 2 == 0:
+            marks.append((self.peak // 2, 100 - 48.0))
+        marks.append((self.peak, 4.0))
+        return marks
 
 
 def per_day_chart(days: list[tuple[date, int]]) -> PerDayChart:
