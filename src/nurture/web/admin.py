@@ -52,7 +52,9 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: a browser then sends this page's Origin with its own forms' posts
+    # (under no-referrer it sends "Origin: null", as a hostile page can), and still nothing to other sites.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="nurture admin", charset="UTF-8"'}
@@ -109,7 +111,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
         if refused is not None:
             return refused
         origin = request.headers.get("origin")
-        if origin and urlsplit(origin).netloc != request.headers.get("host"):
+        if origin and (origin == "null" or urlsplit(origin).netloc != request.headers.get("host")):
             return page("admin_denied.html", 403, throttled=False, reason="That form came from another site.")
         form = await request.form()
         kind, email, token = (str(form.get(name, "")) for name in ("action", "email", "token"))
@@ -337,8 +339,9 @@ def funnel_chart(funnel: reports.Funnel) -> FunnelChart:
             _share(funnel.confirm_rate, "of signups"), figure="confirmed"),
     ]
     for n, step in enumerate(funnel.steps, start=1):
+        clicked = None if step.trackable is False else step.clickers  # no links: no click bar either
         bars.append(Bar(f"Email {n} · {step.key}", step.sent, width(step.sent), "step", _step_note(step),
-                        step.clickers, width(step.clickers), figure=f"step:{step.key}:sent"))
+                        clicked, width(clicked or 0), figure=f"step:{step.key}:sent"))
     bars.append(Bar("Clicked “book a consultation”", funnel.goal, width(funnel.goal), "goal",
                     _share(funnel.goal_rate, "of confirmed"), figure="goal"))
     return FunnelChart(bars)
