@@ -245,6 +245,9 @@ def test_a_broken_template_holds_its_own_mail_loudly_and_resumes_when_fixed(work
     assert "sent 1, retried 1," in broken.stdout  # the confirmation went; the welcome waits
     assert "as of Tue 01 Dec 2026 09:00 CST (2026-12-01 15:00 UTC)" in broken.stdout
 
+    story = nurture(workdir, "explain", "ann@example.com", "--now", T0.isoformat(), env=env).stdout
+    assert "render error: nurture/10-welcome-history.html.j2:10:" in story and str(templates) not in story
+
     welcome.write_text(good)
     later = (T0 + timedelta(hours=1)).isoformat()  # past the first retry (15 min +-20%)
     fixed = nurture(workdir, "send-due", "--now", later, env=env)
