@@ -69,7 +69,7 @@ def load_health_terms(templates_dir: Path) -> tuple[str, ...]:
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             term = line.split("#", 1)[0].strip().lower()
-            if term and term not in BUILT_IN_HEALTH_TERMS and term not in extra:
+            if term.rstrip("*").strip() and term not in BUILT_IN_HEALTH_TERMS and term not in extra:
                 extra.append(term)
     return BUILT_IN_HEALTH_TERMS + tuple(extra)
 
@@ -83,11 +83,13 @@ def _term_pattern(term: str) -> re.Pattern[str]:
 
 
 def health_terms(line: str, terms: tuple[str, ...]) -> list[Finding]:
-    """Health terms in a subject or preheader."""
-    found = []
+    """Health terms in a subject or preheader (a word inside one already found is not said again:
+    "Post-Traumatic" matches post-traumatic and trauma*)."""
+    found, spans = [], []
     for term in terms:
         match = _term_pattern(term).search(line)
-        if match:
+        if match and not any(start <= match.start() and match.end() <= end for start, end in spans):
+            spans.append(match.span())
             found.append(Finding(match.group(0), f'"{match.group(0)}" names a drug, a diagnosis or a specialty'))
     return found
 

@@ -11,7 +11,8 @@ Marketing writes each email once, in HTML; the text part follows from it:
   the end; a link that is a paragraph (or button) of its own becomes
   ``label: URL``; a link whose label is its URL is just the URL; ``mailto:``,
   ``tel:`` and ``sms:`` links are shown as their label (the address or number
-  added when the label does not show it);
+  added when the label does not show it: "call 988" does, "(608) 555-0142" shows
+  ``tel:+16085550142``, "call us" does not);
 * the hidden preheader (``class="preheader"``), ``aria-hidden="true"`` and
   ``data-plaintext="skip"`` elements are left out, as are <head>, <style>,
   <script> and comments (Outlook conditional comments included).
@@ -151,7 +152,7 @@ class _Converter:
         label = _SPACES.sub(" ", "".join(self.line[before:]).replace(_BR, " ")).strip()
         if href.startswith(("mailto:", "tel:", "sms:")):
             address = href.split(":", 1)[1].split("?", 1)[0]
-            if label and address and address not in label:
+            if label and address and not _shows(label, address):
                 self.line.append(f" ({address})")
             elif not label:
                 self.line.append(address)
@@ -184,6 +185,15 @@ class _Converter:
             notes = "\n".join(f"[{n}] {url}" for n, url in enumerate(self.links, 1))
             out += "\n\n" + HR + "\n" + notes
         return out + "\n"
+
+
+def _shows(label: str, address: str) -> bool:
+    """The label already says the address: "(608) 555-0142" shows tel:+16085550142 (the same
+    digits, the country code aside)."""
+    if address in label:
+        return True
+    digits, dialled = re.sub(r"\D", "", label), re.sub(r"\D", "", address)
+    return len(digits) >= 3 and dialled.endswith(digits) and not re.search(r"[^\d\s()+.-]", label)
 
 
 def html_to_text(html: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Date, and_, case, cast, distinct, func, or_, select
 from sqlalchemy.orm import Session
@@ -323,19 +324,27 @@ def _cohort(query, in_cohort):
         or_(OutboxMessage.key.startswith("bcast:"), in_cohort))
 
 
-def signups_per_day(session: Session, *, days: int, now: datetime) -> list[tuple[date, int]]:
-    """Signups on each of the last ``days`` UTC days up to ``now``'s, oldest first, zero-filled."""
-    today = now.astimezone(timezone.utc).date()
+def signups_per_day(session: Session, *, days: int, now: datetime, zone: str = "UTC") -> list[tuple[date, int]]:
+    """Signups on each of the last ``days`` local days (in ``zone``, the clinic's) up to ``now``'s,
+    oldest first, zero-filled. The database counts per UTC hour; the hours are folded into local
+    days here (at most 24 x ``days`` groups), which is exact for every zone whose offset is whole
+    hours, as all US zones are (daylight saving time included)."""
+    local_zone = ZoneInfo(zone)
+    today = now.astimezone(local_zone).date()
     first = today - timedelta(days=days - 1)
-    start = datetime.combine(first, time(0), tzinfo=timezone.utc)
+    start = datetime.combine(first, time(0), tzinfo=local_zone).astimezone(timezone.utc)
     if session.get_bind().dialect.name == "postgresql":
-        day = cast(func.timezone("UTC", Subscriber.created_at), Date)
+        hour = func.to_char(func.timezone("UTC", Subscriber.created_at), "YYYY-MM-DD HH24")
     else:
-        day = func.date(Subscriber.created_at)  # stored as UTC text: 'YYYY-MM-DD HH:MM:SS...'
+        hour = func.substr(Subscriber.created_at, 1, 13)  # stored as UTC text: 'YYYY-MM-DD HH:MM:SS...'
     rows = session.execute(
-        select(day, func.count()).where(Subscriber.created_at >= start, Subscriber.created_at <= now).group_by(day)
+        select(hour, func.count()).where(Subscriber.created_at >= start, Subscriber.created_at <= now).group_by(hour)
     )
-    counts = {(d if isinstance(d, date) else date.fromisoformat(d)): n for d, n in rows}
+    counts: dict[date, int] = {}
+    for text, n in rows:
+        at = datetime.strptime(text[:13], "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
+        day = at.astimezone(local_zone).date()
+        counts[day] = counts.get(day, 0) + n
     return [(first + timedelta(days=i), counts.get(first + timedelta(days=i), 0)) for i in range(days)]
 
 

@@ -36,13 +36,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(os.environ.get("NURTURE_SHOTS_DIR", "/tmp/nurture-shots")) / "admin"
 
 
-def _serve(tmp: Path, build):
+def _serve(tmp: Path, build, **settings):
     """A live server with the dashboard on, data from ``build``, and a clock frozen at the data's 'now'."""
     sock = _free_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     database_url = f"sqlite:///{tmp / 'subscribers.db'}"
     upgrade(database_url)
-    runtime = Runtime(make_settings(tmp, database_url, base_url=url, admin_password=PASSWORD))
+    runtime = Runtime(make_settings(tmp, database_url, base_url=url, admin_password=PASSWORD, **settings))
     build(runtime.sessions)
     clock = lambda: reports_scene.NOW  # noqa: E731
     app = create_app(runtime, dispatch=False, clock=clock)
@@ -107,8 +107,16 @@ def test_signed_in_the_dashboard_shows_the_databases_figures(admin_server, new_p
     assert shown["signups"] == funnel.signups == people
     assert shown["confirmed"] == funnel.confirmed and shown["goal"] == funnel.goal
     assert shown["step:welcome-history:sent"] == funnel.steps[0].sent == first_sent
-    for step in funnel.steps:
-        assert shown[f"step:{step.key}:clickers"] == step.clickers
+    # The hand-counted history: every step's sent, not yet due and stopped (tests/reports_scene.py).
+    for key, expected in reports_scene.EXPECTED_ALL["steps"].items():
+        for name in ("sent", "not_yet_due", "stopped", "unsubscribed", "bounced", "goal_clickers"):
+            assert shown[f"step:{key}:{name}"] == expected[name], (key, name)
+    # Only the invitation has a link of its own: the others say so instead of "0 clicked (0%)".
+    assert shown["step:consultation-invite:clickers"] == reports_scene.EXPECTED_ALL["steps"]["consultation-invite"]["clickers"]
+    for key in ("welcome-history", "how-it-may-work", "risks-side-effects"):
+        assert f"step:{key}:clickers" not in shown
+        expect(page.locator(f"[data-no-links='{key}']")).to_have_text("no links of its own")
+    expect(page.locator("ol.funnel .stage-step").nth(1)).to_contain_text("2 not yet due · 3 stopped")
 
     # A week: the cohort shrinks to the week's signups.
     page.get_by_role("link", name="7 days").click()
@@ -161,3 +169,86 @@ def test_layout_at_each_width(busy_server, new_page, width):
     problems += page.evaluate(LAYOUT_PROBLEMS)
     page.screenshot(path=str(SHOTS / f"admin-{width}-search.png"), full_page=True)
     assert problems == [], "\n".join(problems)
+
+
+ISSUE_SHOTS = Path("/tmp/shots/issue-12")
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_no_accessibility_violations_and_the_phone_call_actions(admin_server, new_page, width):
+    """axe-core finds nothing on the dashboard, a timeline, or after an action; the clinic resends
+    a confirmation to someone who never got it, from the page, as a person would."""
+    from browser.axe import violations
+
+    url, runtime = admin_server
+    ISSUE_SHOTS.mkdir(parents=True, exist_ok=True)
+    page = new_page(http_credentials={"username": "admin", "password": PASSWORD}, viewport={"width": width, "height": 900})
+    page.goto(f"{url}/admin")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Mailing dashboard")
+    assert violations(page) == []
+    page.screenshot(path=ISSUE_SHOTS / f"admin-{width}.png", full_page=True)
+    page.screenshot(path=ISSUE_SHOTS / f"admin-{width}-top.png")
+    page.locator("#steps-heading").scroll_into_view_if_needed()
+    page.screenshot(path=ISSUE_SHOTS / f"admin-{width}-steps.png")
+    page.get_by_label("Find a subscriber").fill("e@example.com")  # signed up two days ago, never confirmed
+    page.get_by_role("button", name="Show timeline").click()
+    expect(page.locator(".timeline .next")).to_contain_text("have not confirmed their address yet")
+    assert violations(page) == []
+    page.screenshot(path=ISSUE_SHOTS / f"admin-{width}-person.png")
+    if width == 375:
+        return  # one resend is enough; the second width checks the layout and axe only
+    page.get_by_role("button", name="Resend the confirmation email").click()
+    expect(page.get_by_role("status").filter(has_text="confirmation")).to_contain_text(
+        "A new confirmation email is on its way")
+    expect(page.locator(".timeline")).to_contain_text("consent resend-confirm")
+    expect(page.locator(".timeline")).to_contain_text("via admin:admin")
+    assert violations(page) == []
+    page.screenshot(path=ISSUE_SHOTS / f"admin-{width}-action.png", full_page=True)
+
+
+def _broken_history(sessions, templates: Path):
+    """Someone whose welcome email could not be rendered, as the sender records it (the absolute path)."""
+    from datetime import timedelta
+
+    from factories import confirmed
+    from nurture.db import transaction
+    from nurture.models import OutboxState
+
+    who = confirmed(sessions, "ann@example.com", reports_scene.NOW - timedelta(hours=1))
+    with transaction(sessions) as session:
+        session.add(OutboxMessage(
+            subscriber_id=who, key="seq:nurture:welcome-history", template="nurture/10-welcome-history.html.j2",
+            state=OutboxState.retry, due_at=reports_scene.NOW + timedelta(minutes=15),
+            created_at=reports_scene.NOW - timedelta(hours=1), attempts=1, unknowns=0,
+            last_error=f"render error: RenderError: {templates}/nurture/10-welcome-history.html.j2:10: "
+                       "'frist_name' is undefined"))
+
+
+@pytest.fixture(scope="module")
+def broken_server(tmp_path_factory):
+    import shutil
+
+    from conftest import TEMPLATES
+
+    tmp = tmp_path_factory.mktemp("broken")
+    templates = tmp / "emails"
+    shutil.copytree(TEMPLATES, templates)
+    welcome = templates / "nurture" / "10-welcome-history.html.j2"
+    welcome.write_text(welcome.read_text().replace("{{ first_name }}", "{{ frist_name }}"))
+
+    yield from _serve(tmp, lambda sessions: _broken_history(sessions, templates), templates_dir=str(templates))
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_a_broken_template_is_a_banner_first_on_the_page(broken_server, new_page, width):
+    from browser.axe import violations
+
+    url, _ = broken_server
+    page = new_page(http_credentials={"username": "admin", "password": PASSWORD}, viewport={"width": width, "height": 900})
+    page.goto(f"{url}/admin")
+    banner = page.get_by_role("alert").filter(has_text="cannot be rendered")
+    expect(banner).to_contain_text("nurture/10-welcome-history.html.j2:10: 'frist_name' is undefined")
+    expect(banner).to_contain_text("1 message held")
+    assert banner.bounding_box()["y"] < 200  # at the top, not below the fold
+    assert violations(page) == []
+    page.screenshot(path=ISSUE_SHOTS / f"admin-broken-{width}.png")

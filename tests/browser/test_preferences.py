@@ -8,8 +8,10 @@ stored. Also the keyboard (Tab order, a visible focus ring) and the crisis bar's
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -197,3 +199,5 @@ def test_the_crisis_bars_988_link_has_a_ring_of_at_least_3_to_1_on_the_teal(live
     ring = focus_ring(page)
     assert ring["label"] == "988"
     assert ring["contrast"] >= 3, ring  # white on #22575a: 8.1:1 (the page's blue ring was 1.22:1)
+    if os.environ.get("NURTURE_SHOTS_DIR"):  # to look at
+        page.locator(".crisis-bar").screenshot(path=Path(os.environ["NURTURE_SHOTS_DIR"]) / "crisis-bar-focus.png")

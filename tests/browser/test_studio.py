@@ -129,3 +129,49 @@ def test_send_test_and_journey(studio, new_page):
     expect(page.locator("tr[data-key=how-it-may-work] .when")).to_contain_text("Sunday, 2026-03-08 09:00 EDT")
     expect(page.locator("tr[data-key=welcome-history] .when")).to_contain_text("Friday, 2026-03-06 10:00 EST")
     assert page.evaluate("window.notReloaded") is True
+
+
+SHOTS = Path("/tmp/shots/issue-12")
+
+
+def test_previews_are_true_size_on_a_1024_px_screen(studio, new_page):
+    """Beside the list, the pane of a 1024 px window cannot hold both frames side by side: the phone
+    goes below the desktop, both at 100%, instead of both shrinking."""
+    page = new_page(viewport={"width": 1024, "height": 800})
+    page.goto(f"{studio.url}/email/{MECHANISM}")
+    desktop, phone = page.locator("iframe[data-frame=desktop]"), page.locator("iframe[data-frame=phone]")
+    expect(page.frame_locator("iframe[data-frame=phone]").locator("h1")).to_be_visible()
+    assert page.locator("#devices").evaluate("d => d.style.zoom") in ("", "1")
+    assert desktop.bounding_box()["width"] == 602  # 600 px and its 1 px border, unscaled
+    assert phone.bounding_box()["width"] == 375 + 16  # 375 px and the 8 px phone frame
+    assert phone.bounding_box()["y"] > desktop.bounding_box()["y"]  # below, not shrunk beside it
+    expect(page.locator("#scale-note")).to_contain_text("Both at true size")
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_the_studio_pages_have_no_accessibility_violations(studio, new_page, width):
+    from browser.axe import violations
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = new_page(viewport={"width": width, "height": 900})
+    for name, path in (("overview", "/"), ("email", f"/email/{MECHANISM}"), ("journey", "/journey")):
+        page.goto(studio.url + path)
+        expect(page.locator("#live")).to_have_attribute("data-state", "on")
+        assert violations(page) == [], (name, width)
+        page.screenshot(path=SHOTS / f"studio-{name}-{width}.png")
+    page.goto(f"{studio.url}/email/{MECHANISM}")
+    for tab in ("#tab-text", "#tab-raw", "#tab-validation"):
+        page.locator(tab).click()
+        assert violations(page) == [], (tab, width)
+
+
+def test_a_broken_template_shows_where_and_what_was_meant(studio, new_page):
+    page = new_page(viewport={"width": 1280, "height": 900})
+    path = studio.templates / MECHANISM
+    source = path.read_text()
+    line = next(n for n, text in enumerate(source.split("\n"), 1) if "{{ first_name }}" in text)
+    path.write_text(source.replace("{{ first_name }}", "{{ frist_name }}", 1))
+    page.goto(f"{studio.url}/email/{MECHANISM}")
+    expect(page.locator("#preview .alert")).to_contain_text(
+        f"{MECHANISM}:{line}: 'frist_name' is undefined: did you mean first_name?")
+    page.screenshot(path=SHOTS / "studio-broken-1280.png")

@@ -361,5 +361,7 @@ def test_an_action_needs_the_password_its_own_token_and_this_origin(client, admi
     assert client.post("/admin/action", data={**fields, "token": "x"}, auth=AUTH).status_code == 403
     elsewhere = client.post("/admin/action", data=fields, auth=AUTH, headers={"Origin": "https://evil.example"})
     assert elsewhere.status_code == 403
+    hidden = client.post("/admin/action", data=fields, auth=AUTH, headers={"Origin": "null"})  # a no-referrer page
+    assert hidden.status_code == 403
     assert _ledger(admin_runtime, "kim@example.com")[0] == "confirmed"
     assert _ledger(admin_runtime, "ivy@example.com")[0] == "confirmed"

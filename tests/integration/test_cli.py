@@ -105,21 +105,35 @@ def test_templates_validate_catches_a_broken_copy(workdir):
 def test_templates_preview_text_and_eml(workdir):
     text = nurture(workdir, "templates", "preview", "risks-side-effects", "--format", "text").stdout
     assert "988" in text and "Hi Alex" in text
+    meant = one_line_error(nurture(workdir, "templates", "preview", "welcome", check=False), 1)
+    assert "no email with the key 'welcome'" in meant and "did you mean welcome-history?" in meant
     eml = nurture(workdir, "templates", "preview", "welcome-history", "--format", "eml").stdout
     assert "List-Unsubscribe:" in eml and "Content-Type: multipart/alternative" in eml
 
 
 def test_broadcast_commands_end_to_end(workdir):
     nurture(workdir, "db", "upgrade")
+    assert nurture(workdir, "broadcast", "list").stdout.strip() == \
+        "no broadcasts yet (`nurture broadcast create KEY` makes one)"
     for name in ("ann", "bob"):
         confirmed(session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}")), f"{name}@example.com",
                   T0 - timedelta(days=30))
+    # cy had the welcome an hour ago: one marketing email a day, so the newsletter waits for their next day.
+    from nurture.db import transaction
+    from nurture.models import OutboxMessage, OutboxState
+    sessions = session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))
+    cy = confirmed(sessions, "cy@example.com", T0 - timedelta(hours=1))
+    with transaction(sessions) as session:
+        session.add(OutboxMessage(subscriber_id=cy, key="seq:nurture:welcome-history", template="t",
+                                  state=OutboxState.sent, due_at=T0 - timedelta(hours=1), attempts=1, unknowns=0,
+                                  created_at=T0 - timedelta(hours=1), sent_at=T0 - timedelta(hours=1)))
     created = nurture(workdir, "broadcast", "create", "2026-12-winter", "--audience", "all",
                       "--at", (T0 + timedelta(days=1)).isoformat(), "--now", T0.isoformat()).stdout
-    assert "to 2 people" in created
+    assert "to 3 people" in created
     assert "scheduled" in nurture(workdir, "broadcast", "list").stdout
     sent = nurture(workdir, "broadcast", "send", "1", "--now", T0.isoformat()).stdout
     assert "sent 2," in sent
+    assert "1 deferred to tomorrow 09:00 their local time: they had a sequence email today" in sent
     assert "sent 0," in nurture(workdir, "broadcast", "send", "1", "--now", T0.isoformat()).stdout
     assert len(mailbox.Maildir(workdir / "outbox")) == 2
     assert "cancelled" in nurture(workdir, "broadcast", "cancel", "1").stdout
@@ -230,6 +244,9 @@ def test_a_broken_template_holds_its_own_mail_loudly_and_resumes_when_fixed(work
     assert str(templates) not in error  # relative, as an editor names it
     assert "sent 1, retried 1," in broken.stdout  # the confirmation went; the welcome waits
     assert "as of Tue 01 Dec 2026 09:00 CST (2026-12-01 15:00 UTC)" in broken.stdout
+
+    story = nurture(workdir, "explain", "ann@example.com", "--now", T0.isoformat(), env=env).stdout
+    assert "render error: nurture/10-welcome-history.html.j2:10:" in story and str(templates) not in story
 
     welcome.write_text(good)
     later = (T0 + timedelta(hours=1)).isoformat()  # past the first retry (15 min +-20%)

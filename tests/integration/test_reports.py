@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, func, select
@@ -144,3 +144,17 @@ def test_recent_deliveries_and_the_queue(runtime, scene):
         ("bcast:999", "retry", True), ("seq:nurture:how-it-may-work", "queued", False)]
     assert [u.due_at for u in waiting] == sorted(u.due_at for u in waiting)
     assert counts.retry == 1 and counts.queued == len(waiting) - 1
+
+
+def test_signups_per_day_are_the_clinics_local_days(runtime):
+    """NOW is 09:00 in Chicago (15:00 UTC). 05:59 UTC is still yesterday evening there (23:59 CST),
+    06:00 UTC is today's midnight: the day boundary is the clinic's, not UTC's."""
+    today = datetime(2026, 11, 20).date()
+    confirmed(runtime.sessions, "evening@example.com", NOW.replace(hour=5, minute=59))
+    confirmed(runtime.sessions, "midnight@example.com", NOW.replace(hour=6, minute=0))
+    confirmed(runtime.sessions, "now@example.com", NOW - timedelta(minutes=1))
+    with runtime.sessions() as session:
+        days = dict(reports.signups_per_day(session, days=30, now=NOW, zone="America/Chicago"))
+        utc_days = dict(reports.signups_per_day(session, days=30, now=NOW))
+    assert days[today - timedelta(days=1)] == 1 and days[today] == 2
+    assert utc_days[today] == 3  # the same signups by UTC days: all on the 20th

@@ -141,7 +141,7 @@ def test_a_missing_endblock_is_a_syntax_error_with_its_line(client, templates):
     source = path.read_text()
     path.write_text(source.replace("{% endblock %}", "", 1))
     body = text_of(client.get(f"/email/{WELCOME}"))
-    assert re.search(rf"{re.escape(WELCOME)}:\d+: template syntax error", body), body[:2000]
+    assert re.search(rf"{re.escape(WELCOME)}:\d+: {{% block body %}} is never closed", body), body[:2000]
     overview = text_of(client.get("/"))
     assert re.search(rf"{re.escape(WELCOME)}:\d+", overview) and "1 error" in overview
 
@@ -284,3 +284,52 @@ def test_a_step_inserted_on_disk_appears_in_its_place(client, templates):
     order = [body.index(f">{key}<") for key in ("welcome-history", "check-in", "how-it-may-work")]
     assert order == sorted(order)
     assert "email 2 of 5" in text_of(client.get("/email/nurture/15-check-in.html.j2"))
+
+
+# ------------------------------------------------------------------ errors a person can act on
+
+def _problems(page: str) -> list[str]:
+    return [html.unescape(f"{where} {message}") for where, message in
+            re.findall(r'<code class="where">(.*?)</code><span class="msg">(.*?)</span>', page)]
+
+
+def test_an_unclosed_block_is_reported_where_it_was_opened(client, templates):
+    path = templates / MECHANISM
+    source = path.read_text()
+    opened = next(n for n, text in enumerate(source.split("\n"), 1) if "{% block body %}" in text)
+    path.write_text(source.replace("{% endblock %}", "", 1))
+    expected = f"{MECHANISM}:{opened}: {{% block body %}} is never closed: add {{% endblock %}} where it should end"
+    assert expected in html.unescape(client.get(f"/email/{MECHANISM}").text)
+    assert expected.replace(": {%", " {%", 1) in _problems(client.get("/").text)
+
+
+def test_an_unknown_variable_suggests_the_nearest_known_one(client, templates):
+    path = templates / WELCOME
+    path.write_text(path.read_text().replace("{{ first_name }}", "{{ frist_name }}", 1))
+    page = html.unescape(client.get(f"/email/{WELCOME}").text)
+    assert "'frist_name' is undefined: did you mean first_name?" in page
+    assert any("'frist_name' is undefined: did you mean first_name?" in p for p in _problems(client.get("/").text))
+    # Nothing near enough: no guess.
+    path.write_text(path.read_text().replace("{{ frist_name }}", "{{ zzzqqq }}", 1))
+    assert "did you mean" not in html.unescape(client.get(f"/email/{WELCOME}").text)
+
+
+def test_a_bad_delay_does_not_renumber_the_list(client, templates):
+    path = templates / MECHANISM
+    path.write_text(path.read_text().replace("delay_days: 2", "delay_days: two", 1))
+    page = client.get("/").text
+    numbers = re.findall(r'<span class="num" aria-hidden="true">(.*?)</span>', page)
+    assert numbers[:4] == ["1", "2", "3", "4"]
+    assert "delay_days must be a whole number of days (0 or more), got &#39;two&#39;" in page
+    emails = re.findall(r'href="/email/(nurture/[^"]+)"', page)
+    assert emails[:4] == sorted(p.relative_to(templates).as_posix() for p in (templates / "nurture").glob("*.html.j2"))
+
+
+def test_a_preview_without_a_first_name(client):
+    page = client.get(f"/email/{WELCOME}?name=none").text
+    assert "sample subscriber with no first name" in page and f"/render/{WELCOME}?v=" in page
+    assert "&amp;name=none" in page
+    assert "Hi Alex" not in page  # the plain-text tab too
+    nameless = client.get(f"/render/{WELCOME}?name=none").text
+    assert "Alex" not in nameless and "Hi there" in nameless
+    assert "Hi Alex" in client.get(f"/render/{WELCOME}").text

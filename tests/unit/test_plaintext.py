@@ -26,10 +26,12 @@ def test_links_become_footnotes_unless_alone_or_self_describing() -> None:
         '<p><a href="https://u.example">https://u.example</a></p>'
         '<p>Call <a href="tel:988">988</a> or <a href="mailto:hi@clinic.example">email us</a>.</p>'
         '<p>Or <a href="sms:988">text 988</a>, or <a href="sms:988?body=hi">text us</a>.</p>'
+        '<p><a href="tel:+16085550142">(608) 555-0142</a>, <a href="tel:+16085550142">the desk</a>.</p>'
     )
     assert out == (
         "Read the study [1] and again [1].\n\nBook now: https://book.example\n\nhttps://u.example\n\n"
         "Call 988 or email us (hi@clinic.example).\n\nOr text 988, or text us (988).\n\n"
+        "(608) 555-0142, the desk (+16085550142).\n\n"
         + HR + "\n[1] https://a.example/x\n"
     )
 

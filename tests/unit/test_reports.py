@@ -169,3 +169,12 @@ def test_queue_counts_and_upcoming_use_the_given_now(session, history):
     assert reports.queue_counts(session, now=T) == reports.QueueCounts(queued=1, retry=1, overdue=1)
     assert [u.overdue for u in reports.upcoming(session, now=T, limit=5)] == [True, False]
     assert [u.overdue for u in reports.upcoming(session, now=T - timedelta(hours=1), limit=5)] == [False, False]
+
+
+def test_a_render_error_is_named_relative_to_the_templates_folder():
+    reason = "render error: RenderError: /srv/app/templates/emails/nurture/10-welcome.html.j2:10: 'frist_name' is undefined"
+    assert reports.where_in_templates(reason, "/srv/app/templates/emails") == \
+        "nurture/10-welcome.html.j2:10: 'frist_name' is undefined"
+    # Elsewhere (another folder, an error without a type): left as it is, never cut wrongly.
+    assert reports.where_in_templates("render error: /other/x.j2:1: bad", "/srv/app/templates/emails") == "/other/x.j2:1: bad"
+    assert reports.where_in_templates("render error: KeyError: 'x'", "/srv") == "'x'"

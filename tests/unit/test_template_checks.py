@@ -328,6 +328,22 @@ def test_long_subject_is_a_warning(emails: Path) -> None:
 # --------------------------------------------------------------------------- wording rules
 # Each is a warning, and an error with strict=True (`nurture templates validate --strict`, `make test`).
 
+def test_strict_makes_every_wording_rule_an_error(emails: Path) -> None:
+    edit(emails / MECHANISM, "subject: \"Part 2: how it may work\"", "subject: \"Part 3: how ketamine may work\"")
+    edit(emails / RISKS, "<h2>Weighing it up</h2>", "<p>Relief is guaranteed. This is the last email.</p><h2>Weighing it up</h2>")
+    relaxed = check(emails)
+    strict = check_templates(emails, base_url=BASE, dev=False, strict=True)
+    kinds = ("shows on lock screens", 'says "Part 3"', "guaranteed", "last email")
+    for kind in kinds:
+        assert [p.severity for p in relaxed if kind in p.message][:1] == ["warning"], kind
+        assert [p.severity for p in strict if kind in p.message][:1] == ["error"], kind
+    assert [(p.path, p.line, p.message) for p in relaxed] == [(p.path, p.line, p.message) for p in strict]
+    # The long-subject advice stays advice.
+    edit(emails / WELCOME, "subject: Welcome, and a little history", "subject: " + "Welcome " * 10)
+    long = [p for p in check_templates(emails, base_url=BASE, dev=False, strict=True) if "characters" in p.message]
+    assert [p.severity for p in long] == ["warning"]
+
+
 def only(problems: list[Problem]) -> tuple[Path, int, str, str]:
     assert len(problems) == 1, problems
     p = problems[0]
@@ -358,7 +374,6 @@ def test_health_term_in_a_subject_or_preheader(emails: Path, template: str, fiel
     message = (f'the {field} shows on lock screens: "{term}" names a drug, a diagnosis or a specialty; keep health '
                "words out of it (the list: health-terms.txt beside the templates)")
     assert only(check(emails)) == (path, front_line(path, field), "warning", message)
-    assert only(check_templates(emails, base_url=BASE, dev=False, strict=True)) == (path, front_line(path, field), "error", message)
 
 
 def test_health_terms_in_the_body_are_fine(emails: Path) -> None:
@@ -419,7 +434,6 @@ def test_typed_count_that_disagrees_with_the_sequence(emails: Path, template: st
     problems = check(emails)
     assert [(p.path, p.line, p.severity) for p in problems] == [(path, line, "warning")]
     assert problems[0].message.startswith(f'"{said}" {why}')
-    assert [p.severity for p in check_templates(emails, base_url=BASE, dev=False, strict=True)] == ["error"]
 
 
 def test_a_step_inserted_before_part_2_puts_the_part_numbers_out(emails: Path) -> None:
@@ -452,7 +466,6 @@ def test_claim_words(emails: Path, sentence: str, phrase: str, what: str) -> Non
     line = edit(path, "<h2>Glutamate</h2>", f"<p>{sentence}</p>\n<h2>Glutamate</h2>")
     message = f'claim: "{phrase}" {what}; the FTC and FDA treat health claims like this as misleading'
     assert only(check(emails)) == (path, line, "warning", message)
-    assert only(check_templates(emails, base_url=BASE, dev=False, strict=True))[2] == "error"
 
 
 def test_a_claim_in_the_subject(emails: Path) -> None:

@@ -140,9 +140,9 @@ def broadcast_create(
     from nurture.journey import Planner
     from nurture.sequences import TemplateFormatError, load_newsletters
 
-    instant = parse_now(now)
-    send_at = parse_now(at, "--at") if at else instant
     s = settings()
+    instant = parse_now(now, zone=s.timezone)
+    send_at = parse_now(at, "--at", zone=s.timezone) if at else instant
     rt = runtime(s)
     planner = Planner.from_settings(s)
     try:
@@ -197,8 +197,8 @@ def broadcast_send(
     from nurture.journey import Planner
     from nurture.sender import PassStopped
 
-    instant = parse_now(now)
     s = settings()
+    instant = parse_now(now, zone=s.timezone)
     rt = runtime(s)
     planner = Planner.from_settings(s)
     try:

@@ -52,7 +52,9 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: a browser then sends this page's Origin with its own forms' posts
+    # (under no-referrer it sends "Origin: null", as a hostile page can), and still nothing to other sites.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="nurture admin", charset="UTF-8"'}
@@ -109,7 +111,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
         if refused is not None:
             return refused
         origin = request.headers.get("origin")
-        if origin and urlsplit(origin).netloc != request.headers.get("host"):
+        if origin and (origin == "null" or urlsplit(origin).netloc != request.headers.get("host")):
             return page("admin_denied.html", 403, throttled=False, reason="That form came from another site.")
         form = await request.form()
         kind, email, token = (str(form.get(name, "")) for name in ("action", "email", "token"))
@@ -149,7 +151,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
                                     consultation_url=settings.consultation_url,
                                     trackable=reports.trackable_links(runtime.renderer, (s.template for s in sequence.steps),
                                                                       track_clicks=settings.track_clicks))
-            per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now)
+            per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now, zone=settings.timezone)
             deliveries = reports.recent_deliveries(session, LIST_LIMIT)
             waiting = reports.upcoming(session, now=now, limit=LIST_LIMIT)
             queue = reports.queue_counts(session, now=now)
@@ -337,8 +339,9 @@ def funnel_chart(funnel: reports.Funnel) -> FunnelChart:
             _share(funnel.confirm_rate, "of signups"), figure="confirmed"),
     ]
     for n, step in enumerate(funnel.steps, start=1):
+        clicked = None if step.trackable is False else step.clickers  # no links: no click bar either
         bars.append(Bar(f"Email {n} · {step.key}", step.sent, width(step.sent), "step", _step_note(step),
-                        step.clickers, width(step.clickers), figure=f"step:{step.key}:sent"))
+                        clicked, width(clicked or 0), figure=f"step:{step.key}:sent"))
     bars.append(Bar("Clicked “book a consultation”", funnel.goal, width(funnel.goal), "goal",
                     _share(funnel.goal_rate, "of confirmed"), figure="goal"))
     return FunnelChart(bars)
@@ -375,6 +378,22 @@ class PerDayChart:
     total: int
     width: int = 300
     height: int = 100
+
+    @property
+    def peak_days(self) -> list[date]:
+        """The day(s) with the most signups, for "busiest day"."""
+        return [b.day for b in self.bars if b.count == self.peak] if self.peak else []
+
+    @property
+    def ticks(self) -> list[tuple[int, float]]:
+        """Y-axis labels (value, y in the 100-unit box): 0, the middle when it is a whole number, the peak."""
+        if not self.peak:
+            return [(0, 100.0)]
+        marks = [(0, 100.0)]
+        if self.peak >= 2 and self.peak % 2 == 0:
+            marks.append((self.peak // 2, 100 - 48.0))
+        marks.append((self.peak, 4.0))
+        return marks
 
 
 def per_day_chart(days: list[tuple[date, int]]) -> PerDayChart:

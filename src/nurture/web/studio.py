@@ -17,10 +17,12 @@ host (a web page cannot reach it through DNS rebinding) and a POST from another 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable
@@ -142,7 +144,12 @@ def catalogue(templates_dir: Path, first_sequence: str) -> list[Group]:
         sequence = sequences.get(name)
         total = len(sequence.steps) if sequence else 0
         entries = []
-        for path in _email_files(templates_dir / name):
+        files = _email_files(templates_dir / name)
+        if kind == "sequence":
+            # Numbered by file, not by the steps that loaded: one file with a broken front matter must
+            # not renumber the emails after it (they are still the emails marketing wrote, in order).
+            total = len(files)
+        for index, path in enumerate(files):
             rel = path.relative_to(templates_dir).as_posix()
             step, error = steps.get(rel), None
             if kind == "system":
@@ -152,7 +159,7 @@ def catalogue(templates_dir: Path, first_sequence: str) -> list[Group]:
                     error = _where(templates_dir, exc.path, exc.line, exc.message)
             elif step is None:
                 error = problems.get(rel, f"{rel}: not part of the {name} sequence")
-            number = step.position + 1 if step and kind == "sequence" else None
+            number = index + 1 if kind == "sequence" else None
             entries.append(Entry(rel, name, step, error, number, total if kind == "sequence" else 1))
         if entries:
             groups.append(Group(name, kind, tuple(entries), sequence))
@@ -180,8 +187,58 @@ def _where(templates_dir: Path, path: Path | str, line: int, message: str) -> st
 
 def _shown_problem(templates_dir: Path, problem: Problem) -> dict[str, object]:
     rel = _relative(templates_dir, problem.path)
-    return {"file": rel, "line": problem.line, "where": f"{rel}:{problem.line}" if problem.line else rel,
-            "message": problem.message, "severity": problem.severity}
+    line, message = _helpful(problem.path, problem.line, problem.message)
+    return {"file": rel, "line": line, "where": f"{rel}:{line}" if line else rel,
+            "message": message, "severity": problem.severity}
+
+
+# Jinja's own words for the two mistakes people make most, which the studio makes more helpful.
+_UNDEFINED = re.compile(r"'(\w+)' is undefined")
+_UNCLOSED = re.compile(r"Unexpected end of template\. Jinja was looking for the following tags: '(end\w+)'")
+_TAG = re.compile(r"{%-?\s*(end)?(block|if|for|macro|call|filter|with|raw|set|autoescape)\b(.*?)-?%}", re.S)
+# What a template may name at the top level: the context's first parts (clinic, step...) and filters' inputs.
+_KNOWN_NAMES = sorted({v.name.split(".")[0] for v in TEMPLATE_CONTEXT})
+
+
+def _helpful(path: Path | str, line: int, message: str) -> tuple[int, str]:
+    """(line, message) as a person needs them: an unclosed block at the line that opened it, not
+    at the end of the file where Jinja noticed; an unknown name with the nearest known one."""
+    unclosed = _UNCLOSED.search(message)
+    if unclosed:
+        opened = _unclosed_opening(Path(path), unclosed.group(1)[3:])
+        if opened is not None:
+            at, tag = opened
+            return at, f"{tag} is never closed: add {{% {unclosed.group(1)} %}} where it should end"
+    unknown = _UNDEFINED.search(message)
+    if unknown:
+        close = difflib.get_close_matches(unknown.group(1), _KNOWN_NAMES, n=1, cutoff=0.6)
+        if close:
+            return line, f"{message[:unknown.end()]}: did you mean {close[0]}?{message[unknown.end():]}"
+    return line, message
+
+
+def _unclosed_opening(path: Path, kind: str) -> tuple[int, str] | None:
+    """The line and text of the innermost ``{% kind %}`` left open in the file, if it can be read."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    stack: list[tuple[int, str, str]] = []
+    for match in _TAG.finditer(source):
+        end, name = match.group(1), match.group(2)
+        if name == "set" and "=" in match.group(3):
+            continue  # {% set x = ... %} has no end tag; only the block form {% set x %} does
+        if end:
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i][1] == name:
+                    del stack[i:]
+                    break
+        else:
+            stack.append((source.count("\n", 0, match.start()) + 1, name, " ".join(match.group(0).split())))
+    for at, name, text in reversed(stack):
+        if name == kind:
+            return at, text
+    return None
 
 
 class _Checks:
@@ -326,18 +383,21 @@ class _Studio:
                 self.transport, self.own_transport = Runtime(self.settings).transport, True
             return self.transport
 
-    def render(self, template: str) -> tuple[Rendered | None, str | None]:
-        """The email for the sample subscriber, or the error as ``file:line: message``."""
+    def render(self, template: str, *, nameless: bool = False) -> tuple[Rendered | None, str | None]:
+        """The email for the sample subscriber (``nameless``: one who gave no first name, as many
+        do), or the error as ``file:line: message``."""
+        recipient = self.renderer.sample_recipient() | ({"first_name": ""} if nameless else {})
         try:
-            rendered = self.renderer.render(template, self.renderer.sample_recipient())
+            rendered = self.renderer.render(template, recipient)
         except RenderError as exc:
-            return None, _where(self.templates_dir, exc.path, exc.line, exc.message)
+            return None, _where(self.templates_dir, exc.path, *_helpful(exc.path, exc.line, exc.message))
         except TemplateFormatError as exc:
             return None, _where(self.templates_dir, exc.path, exc.line, exc.message)
         except Exception as exc:  # noqa: BLE001 - e.g. {{ 1 / 0 }}: a message with its line, never a 500
             path, line = _template_frame(exc, self.templates_dir) or (self.templates_dir / template, 0)
             return None, _where(self.templates_dir, path, line, f"{type(exc).__name__}: {exc}")
-        self.last_good[template] = rendered
+        if not nameless:
+            self.last_good[template] = rendered
         return rendered, None
 
     def message(self, entry: Entry, rendered: Rendered, to: str, *, test: bool = False) -> bytes:
@@ -426,12 +486,13 @@ def create_studio_app(settings: Settings, *, transport: Transport | None = None,
     def find(groups: list[Group], template: str) -> Entry | None:
         return next((e for g in groups for e in g.entries if e.template == template), None)
 
-    def email_page(template: str, *, notice: dict[str, str] | None = None, status: int = 200, to: str = "") -> HTMLResponse:
+    def email_page(template: str, *, notice: dict[str, str] | None = None, status: int = 200, to: str = "",
+                   nameless: bool = False) -> HTMLResponse:
         ctx = state()
         entry = find(ctx["groups"], template)  # type: ignore[arg-type]
         if entry is None:
             return page("missing.html", 404, current=None, view="emails", template=template, **ctx)
-        rendered, error = studio.render(template)
+        rendered, error = studio.render(template, nameless=nameless)
         shared = {p["file"] for p in ctx["problems"] if "/" not in str(p["file"])}  # layout, macros: every email's
         mine = [p for p in ctx["problems"] if p["file"] == template or p["file"] in shared]  # type: ignore[index]
         raw = studio.message(entry, rendered, "test@example.com").decode("ascii", "replace") if rendered else None
@@ -441,7 +502,7 @@ def create_studio_app(settings: Settings, *, transport: Transport | None = None,
         return page("email.html", status, current=entry, view="emails", rendered=rendered, error=error,
                     error_where=error_where, error_message=error_message, error_listed=error_listed,
                     last_good=studio.last_good.get(template) if error else None, file_problems=mine,
-                    raw=raw, notice=notice, to=to, **ctx)
+                    raw=raw, notice=notice, to=to, nameless=nameless, **ctx)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz():
@@ -457,14 +518,14 @@ def create_studio_app(settings: Settings, *, transport: Transport | None = None,
         return page("overview.html", current=None, view="emails", variables=TEMPLATE_CONTEXT, **ctx)
 
     @app.get("/email/{template:path}", response_class=HTMLResponse)
-    def email(template: str):
-        return email_page(template)
+    def email(template: str, name: str = ""):
+        return email_page(template, nameless=name == "none")
 
     @app.get("/render/{template:path}")
-    def render_html(template: str, last_good: bool = False):
+    def render_html(template: str, last_good: bool = False, name: str = ""):
         if find(catalogue(templates_dir, settings.sequence), template) is None:
             return PlainTextResponse(f"no email at {template}", status_code=404)
-        rendered, error = studio.render(template)
+        rendered, error = studio.render(template, nameless=name == "none")
         if rendered is None and last_good:
             rendered = studio.last_good.get(template)
         if rendered is None:

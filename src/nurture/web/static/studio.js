@@ -59,19 +59,23 @@
     } catch (e) { /* not same-origin: keep the fixed height */ }
   }
 
-  // Desktop (600 px) and phone (375 px) side by side need about 1000 px; on a narrower pane shrink the
-  // whole row with CSS zoom, which keeps each frame's own width, so the phone layout still applies.
+  // Desktop (600 px) and phone (375 px) side by side need about 1000 px. On a narrower pane the phone
+  // wraps below the desktop, so both stay at true size (what a reader sees); only a pane narrower than
+  // one frame shrinks it, with CSS zoom, which keeps each frame's own width (the phone layout still applies).
   function fitDevices() {
     var wrap = $('devices-wrap'), row = $('devices'), note = $('scale-note');
     if (!wrap || !row || wrap.offsetParent === null) return;
     row.style.zoom = '';
-    var natural = row.scrollWidth, room = wrap.clientWidth;
+    var room = wrap.clientWidth, widest = 0, devices = row.querySelectorAll('.device');
+    devices.forEach(function (d) { widest = Math.max(widest, d.scrollWidth); });
     // A multiple of 1/75, so 600 and 375 px scale to whole pixels and the frames keep exactly those widths.
-    var scale = natural > room ? Math.max(0.5, Math.floor(room / natural * 75) / 75) : 1;
+    var scale = widest > room ? Math.max(0.5, Math.floor(room / widest * 75) / 75) : 1;
     if (scale < 1) row.style.zoom = String(scale);
+    var stacked = devices.length > 1 && devices[1].offsetTop > devices[0].offsetTop;
     if (note) {
-      note.hidden = scale >= 1;
-      note.textContent = 'Shown at ' + Math.round(scale * 100) + '% to fit both side by side; widen the window for 100%.';
+      note.hidden = scale >= 1 && !stacked;
+      note.textContent = scale < 1 ? 'Shown at ' + Math.round(scale * 100) + '% to fit this window; widen it for true size.'
+        : 'Both at true size; the phone is below the desktop. Widen the window to see them side by side.';
     }
   }
 
