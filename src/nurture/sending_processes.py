@@ -183,13 +183,7 @@ def _child(settings: Settings, now: datetime, limit: int | None, events, go, hal
     """One child: its own runtime, sending what it can claim until nothing is due or it is halted."""
     from nurture.runtime import Runtime
 
-    _die_with(parent)
-    # Ctrl-C reaches the whole process group: the parent decides, and halts the children through
-    # ``halt``, so each finishes the message in flight and releases the rest.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    become_child(parent, settings.log_level)
     name = multiprocessing.current_process().name
     runtime = Runtime(settings)
     try:
@@ -205,6 +199,16 @@ def _child(settings: Settings, now: datetime, limit: int | None, events, go, hal
         events.put((name, "done", summary))
     finally:
         runtime.close()
+
+
+def become_child(parent: int, log_level: str) -> None:
+    """What a sending child does first: die with its parent, leave signals to it, log like it."""
+    _die_with(parent)
+    # Ctrl-C and SIGTERM reach the whole process group: the parent decides, and stops its children
+    # through their queue or event, so each finishes the message in flight and releases the rest.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
 
 
 def _die_with(parent: int) -> None:

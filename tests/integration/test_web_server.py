@@ -222,3 +222,52 @@ def test_a_server_killed_during_signups_never_answered_202_for_a_row_that_is_not
             "JOIN outbox o ON o.subscriber_id = s.id AND o.key = 'sys:confirm:1'")}
     missing = [address for address in accepted if address not in stored]
     assert missing == [], f"{len(missing)} signups answered 202 have no complete rows: {missing[:5]}"
+
+
+# ------------------------------------------------------------------- confirmations from a process
+
+def _children(pid: int) -> dict[int, str]:
+    """The server's child processes by pid, with their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent == pid:
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def _confirmations(tmp_path: Path) -> list[str]:
+    new = tmp_path / "outbox" / "new"
+    return [p.read_bytes().decode() for p in new.iterdir()] if new.is_dir() else []
+
+
+def _wait_for(condition, seconds: float = 20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    return condition()
+
+
+def test_confirmations_are_sent_by_a_process_of_their_own_which_comes_back_if_it_dies(tmp_path):
+    """`nurture serve` sends confirmations from a child process (the event loop keeps its own
+    interpreter lock); if that process dies, the next signup starts another and nothing is lost."""
+    with serve(tmp_path) as (base, _database):
+        assert signup(base, "first@example.com").status_code == 202
+        assert _wait_for(lambda: len(_confirmations(tmp_path)) == 1), "no confirmation arrived"
+        [child] = [pid for pid, command in _children(serve.process.pid).items() if "spawn_main" in command]
+        os.kill(child, signal.SIGKILL)
+        _wait_for(lambda: child not in _children(serve.process.pid), 5)
+        assert signup(base, "second@example.com").status_code == 202
+        arrived = _wait_for(lambda: len(_confirmations(tmp_path)) == 2)
+        assert arrived, "the second confirmation never arrived after the sending process died"
+        assert sum("To: second@example.com" in m for m in _confirmations(tmp_path)) == 1
+        assert [pid for pid, command in _children(serve.process.pid).items() if "spawn_main" in command] != [child]
+    # and it ends with the server
+    assert serve.process.poll() is not None and not _children(serve.process.pid)

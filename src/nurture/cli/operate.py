@@ -72,7 +72,7 @@ def _serve(*, with_scheduler: bool) -> None:
         # proxy_headers=False: the app applies NURTURE_TRUSTED_PROXIES itself (create_app); uvicorn's
         # own default would trust X-Forwarded-For from 127.0.0.1, so any local client could name
         # itself anyone (dodging the signup limit and the admin lockout, writing the ledger's IP).
-        uvicorn.run(create_app(rt), host=s.host, port=s.port, log_level=s.log_level.lower(), access_log=False,
+        uvicorn.run(create_app(rt, dispatch_process=True), host=s.host, port=s.port, log_level=s.log_level.lower(), access_log=False,
                     proxy_headers=False)
     finally:
         stop.set()

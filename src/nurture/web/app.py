@@ -52,7 +52,7 @@ from nurture.validation import InvalidInput, Signup, parse_bool, parse_signup
 from nurture.web.admin import mount_admin
 from nurture.web.bodies import BadRequest, read_body
 from nurture.web import signup_echo
-from nurture.web.dispatch import Dispatcher
+from nurture.web.dispatch import Dispatcher, DispatcherProcess
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -75,9 +75,12 @@ async def form_json_or_nothing(request: Request) -> tuple[bool, dict]:
     return await read_body(request, allow_empty=True)
 
 
-def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], datetime] = utcnow) -> FastAPI:
-    """The ASGI app. ``dispatch`` starts the background thread that sends confirmations at once;
-    ``clock`` is the only place the app reads the time (tests pass their own)."""
+def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: bool = False,
+               clock: Callable[[], datetime] = utcnow) -> FastAPI:
+    """The ASGI app. ``dispatch`` starts the background thread that sends confirmations at once,
+    in a process of its own with ``dispatch_process`` (`nurture serve`: the signups and the
+    confirmations then use two cores); ``clock`` is the only place the app reads the time (tests
+    pass their own)."""
     settings = runtime.settings
     # The pages are part of the package, not edited while running: loaded once (below, for the
     # ones rendered on the event loop) and never checked on disk again.
@@ -91,7 +94,9 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, clock: Callable[[], d
     limit, period = settings.subscribe_limit
     limiter = WindowLimiter(limit, period)
     sender = runtime.sender()
-    dispatcher = Dispatcher(sender, clock) if dispatch else None
+    dispatcher: Dispatcher | DispatcherProcess | None = None
+    if dispatch:
+        dispatcher = DispatcherProcess(settings) if dispatch_process else Dispatcher(sender, clock)
 
     def write_signups(session, requests):
         return subscribers.subscribe_many(session, requests, default_timezone=settings.timezone,

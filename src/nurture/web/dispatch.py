@@ -1,14 +1,22 @@
 """Sends mail the web process owes right away (confirmation emails, the welcome step) in a
-background thread, so a signup's confirmation arrives in seconds, not at the next scheduler run."""
+background thread, so a signup's confirmation arrives in seconds, not at the next scheduler run.
+
+``nurture serve`` runs that thread in a process of its own (:class:`DispatcherProcess`): in the
+web process it shared one interpreter lock (the GIL) with the event loop, so under a burst of
+signups either the signups or their confirmations waited for the other. Tests with an
+in-memory transport keep it in-process (:class:`Dispatcher`); both have the same interface."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 
+from nurture.config import Settings
 from nurture.sender import PassStopped, Sender, utcnow
 
 log = logging.getLogger(__name__)
@@ -22,7 +30,7 @@ class Dispatcher:
     under a burst, sending never idles while anything is due."""
 
     def __init__(self, sender: Sender, clock: Callable[[], datetime] = utcnow, settle: float = 0.25, *,
-                 batch: int = 100) -> None:
+                 batch: int = 100, idle=None) -> None:
         self.sender = sender
         self.clock = clock
         self.settle = settle
@@ -30,7 +38,8 @@ class Dispatcher:
         self._wake = threading.Event()
         self._full = False
         self._stop = threading.Event()
-        self._idle = threading.Event()
+        # Set while nothing is pending or running; a process-shared Event when run by DispatcherProcess.
+        self._idle = idle if idle is not None else threading.Event()
         self._idle.set()
         self._thread = threading.Thread(target=self._loop, name="nurture-dispatch", daemon=True)
         self._arrived = threading.Condition()
@@ -100,3 +109,77 @@ class Dispatcher:
                 log.exception("immediate sending failed; the scheduler will pick the mail up")
             if not self._wake.is_set():
                 self._idle.set()
+
+
+class DispatcherProcess:
+    """A :class:`Dispatcher` in a child process of its own, with its own runtime built from
+    ``settings``: the web process only tells it what it owes. Started again if it ever dies (a
+    confirmation owed meanwhile is still in the outbox; the next wake-up or the scheduler sends it)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._context = multiprocessing.get_context("spawn")  # the web process runs threads: never fork it
+        self._idle = self._context.Event()
+        self._idle.set()
+        self._process = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._process is not None and self._process.is_alive():
+                return
+            if self._process is not None:
+                log.error("the sending process for confirmations ended (exit code %s); starting it again",
+                          self._process.exitcode)
+            # New ones each time: a child killed inside get() or set() dies holding their locks.
+            self._commands = self._context.Queue()
+            self._idle = self._context.Event()
+            self._process = self._context.Process(
+                target=_dispatch_in_child, args=(self.settings, self._commands, self._idle, os.getpid()),
+                name="nurture-dispatch", daemon=True)
+            self._process.start()
+
+    def owe(self, confirmations: int) -> None:
+        self._tell("owe", confirmations)
+
+    def wake(self, *, full: bool = False) -> None:
+        self._tell("wake", full)
+
+    def _tell(self, kind: str, value) -> None:
+        if self._process is None or not self._process.is_alive():
+            self.start()
+        self._idle.clear()  # before the child hears it, so wait_idle() never returns too early
+        self._commands.put((kind, value))
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        return self._idle.wait(timeout)
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._commands.put(("stop", None))
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.terminate()
+
+
+def _dispatch_in_child(settings: Settings, commands, idle, parent: int) -> None:
+    from nurture.runtime import Runtime
+    from nurture.sending_processes import become_child
+
+    become_child(parent, settings.log_level)  # the web process stops it through ``commands``
+    runtime = Runtime(settings)
+    dispatcher = Dispatcher(runtime.sender(), idle=idle)
+    dispatcher.start()
+    try:
+        while True:
+            kind, value = commands.get()
+            if kind == "owe":
+                dispatcher.owe(value)
+            elif kind == "wake":
+                dispatcher.wake(full=value)
+            else:
+                break
+    finally:
+        dispatcher.stop()
+        runtime.close()
