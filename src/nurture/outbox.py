@@ -250,6 +250,8 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, now: datet
             "sent_at": now if outcome.state is OutboxState.sent else None,
             "last_error": None if outcome.state is OutboxState.sent else _clip(outcome.reply),
             "unknowns": claim.unknowns + (outcome.state is OutboxState.unknown),
+            # The claim counted an attempt; a template that could not be rendered did not try.
+            "attempts": claim.attempts - outcome.content_error,
             "due_at": outcome.next_attempt_at or now,
         })
     # Core executemany by primary key: the ORM's bulk path re-evaluates each row in Python.

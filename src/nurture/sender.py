@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 RETRY_BASE = timedelta(minutes=15)
 RETRY_FACTOR = 3  # 15 min, 45 min, 2 h 15, 6 h 45, 20 h: six attempts span about a day
 UNKNOWN_RESEND_AFTER = timedelta(minutes=10)
+RENDER_RETRY = timedelta(minutes=15)  # a message whose template cannot be rendered: tried again at this pace
 RECHECK_AFTER = 1.0  # seconds: how stale the "still wanted?" answer may get before a send
 _BOUNCE_STATUS = re.compile(r"\b5\.(1\.\d{1,3}|2\.1)\b")
 # Links that go straight to their site, never through /c/: someone in crisis must reach the
@@ -426,10 +427,12 @@ class Sender:
         try:
             data = self.build(claim, now)
         except Exception as exc:  # noqa: BLE001 - a broken template must not stop the batch
-            # Kept for a later attempt, not failed at once: once the template is fixed the message goes.
+            # Held, never given up, and not counted as an attempt: a template broken over a weekend
+            # must not lose anyone's email, and once it is fixed the message goes within RENDER_RETRY.
+            # Said once per template by the pass's summary (send-due, the scheduler, /admin).
             reason = f"render error: {one_line(exc)}"
-            log.error("cannot build outbox row %s (%s): %s", claim.id, claim.template, reason)
-            return self._failure(claim, reason, now, content_error=True)
+            log.debug("cannot build outbox row %s (%s): %s", claim.id, claim.template, reason)
+            return Outcome(claim, OutboxState.retry, reason, now + RENDER_RETRY, content_error=True)
         recipient = self.settings.dev_recipient or claim.email
         try:
             reply = self.transport.send(self.settings.streams.for_key(claim.key).return_path, recipient, data)
@@ -446,12 +449,11 @@ class Sender:
             return self._failure(claim, f"send error: {one_line(exc)}", now)
         return self.classify(claim, reply, now)
 
-    def _failure(self, claim: Claim, reason: str, now: datetime, *, content_error: bool = False) -> Outcome:
+    def _failure(self, claim: Claim, reason: str, now: datetime) -> Outcome:
         """Retried with the usual backoff until the attempts run out, then failed."""
         if claim.attempts < self.settings.max_attempts:
-            return Outcome(claim, OutboxState.retry, reason, now + retry_delay(claim.attempts),
-                           content_error=content_error)
-        return Outcome(claim, OutboxState.failed, reason, content_error=content_error)
+            return Outcome(claim, OutboxState.retry, reason, now + retry_delay(claim.attempts))
+        return Outcome(claim, OutboxState.failed, reason)
 
     def content(self, claim: Claim, now: datetime) -> tuple[Rendered, dict[str, str]]:
         """The rendered email for this outbox row, before tracking, and its per-recipient values."""

@@ -169,3 +169,41 @@ def test_a_transport_error_on_one_message_is_retried_alone(runtime, memory_trans
     with runtime.sessions() as session:
         retry = session.scalar(select(OutboxMessage).where(OutboxMessage.state == OutboxState.retry))
     assert "UnicodeEncodeError" in retry.last_error and retry.due_at > T0
+
+
+def test_a_template_broken_for_days_holds_its_mail_without_giving_it_up_and_it_goes_once_fixed(
+        tmp_path, database_url, plain_server):
+    """A render error is the template's fault, not the message's: it is held at a steady pace,
+    never counted as an attempt or failed (a weekend of a broken file must not lose anyone's
+    email), and the message goes at the first pass after the file is back."""
+    from datetime import timedelta
+
+    from nurture.sender import RENDER_RETRY
+
+    templates = tmp_path / "templates"
+    import shutil
+
+    from conftest import TEMPLATES
+    shutil.copytree(TEMPLATES, templates)
+    rt = runtime_for(tmp_path, database_url, plain_server, templates_dir=str(templates), max_attempts="3")
+    held = confirmed(rt.sessions, "held@example.com", T0)
+    with transaction(rt.sessions) as session:
+        outbox.enqueue(session, subscriber_id=held, key="bcast:7", template="newsletter/gone.html.j2",
+                       due_at=T0, now=T0)
+    now = T0
+    for _ in range(8):  # far more passes than max_attempts, each after the hold
+        summary = rt.sender().run_pass(now)
+        assert "newsletter/gone.html.j2" in summary.broken
+        now += RENDER_RETRY
+    with rt.sessions() as session:
+        row = session.scalar(select(OutboxMessage).where(OutboxMessage.key == "bcast:7"))
+    assert row.state is OutboxState.retry and row.attempts == 0 and "render error" in row.last_error
+    assert row.due_at <= now  # held at the steady pace, not pushed out by an exponential backoff
+    (templates / "newsletter" / "gone.html.j2").write_text(
+        (templates / "newsletter" / "2026-12-winter.html.j2").read_text(encoding="utf-8"), encoding="utf-8")
+    summary = rt.sender().run_pass(now + timedelta(seconds=1))
+    assert not summary.broken
+    with rt.sessions() as session:
+        row = session.scalar(select(OutboxMessage).where(OutboxMessage.key == "bcast:7"))
+    assert row.state is OutboxState.sent and row.attempts == 1
+    assert [m.rcpt_tos[0] for m in plain_server.handler.messages].count("held@example.com") >= 1
