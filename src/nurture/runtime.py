@@ -78,7 +78,9 @@ class Runtime:
             resend_unknown=s.resend_unknown,
             dev_recipient=s.dev_recipient,
             dkim=dkim,
-            threads=s.smtp_pool_size,  # connections, or Maildir writers (their fsyncs overlap)
+            # SMTP connections, or Maildir writers (their fsyncs overlap). A transport handed in (the
+            # tests' in-memory one) gains nothing from threads and keeps a pass's order predictable.
+            threads=1 if self.transport_override is not None else s.smtp_pool_size,
             max_bounce_rate=s.max_bounce_rate,
             max_complaint_rate=s.max_complaint_rate,
         )
