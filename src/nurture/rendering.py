@@ -72,6 +72,8 @@ by the studio and a long-running scheduler.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import hashlib
 import json
 import logging
@@ -214,8 +216,13 @@ def _quiet_cssutils() -> None:
     logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
 
 
+@lru_cache(maxsize=32)
 def inline_css(html: str) -> str:
-    """premailer with this project's settings: never the network, @media rules kept and winning."""
+    """premailer with this project's settings: never the network, @media rules kept and winning.
+
+    Cached by the HTML itself (premailer is a pure function of it, and slow: a quarter of a second
+    an email): a renderer made afresh, as `templates validate` and the studio make one for every
+    check, inlines again only the emails whose HTML changed."""
     from premailer import Premailer  # imported lazily: premailer pulls in requests and cssutils
 
     _quiet_cssutils()
