@@ -201,6 +201,10 @@ def test_confirm_token_expires_after_72_hours_with_an_offer_of_a_new_link(client
     assert page.status_code == 410 and "new link" in page.text
     renewed = client.post(link)
     assert renewed.status_code == 200 and "Check your inbox" in renewed.text
+    # POST/redirect/GET, as after a signup: reloading the answer never asks for a link again.
+    assert [r.status_code for r in renewed.history] == [303] and renewed.url.path == "/check-inbox"
+    assert rows(runtime, Subscriber)[0].email in renewed.text
+    assert client.get("/check-inbox").status_code == 200 and len(sent_mail(client, memory_transport, 2)) == 2
     assert rows(runtime, Subscriber)[0].status is Status.pending
     fresh = confirm_link(sent_mail(client, memory_transport, 2)[1])
     assert client.post(fresh).status_code == 200

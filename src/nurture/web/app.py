@@ -300,8 +300,11 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
         return page("confirmed.html")
 
     def _renew(subscriber_id: int, request: Request):
-        """An expired link: send a fresh one (within the usual limits)."""
+        """An expired link: send a fresh one (within the usual limits), then POST/redirect/GET to
+        the same "Check your inbox" page as a signup, so a reload never asks again. The address
+        it shows is the one the link was sent to, which its holder has already seen."""
         now = clock()
+        signup = None
         with transaction(runtime.sessions) as session:
             subscriber = session.get(Subscriber, subscriber_id)
             if subscriber is not None and subscriber.email:
@@ -311,7 +314,9 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
                     default_timezone=settings.timezone, confirmations_per_day=settings.confirmations_per_day)
                 if outcome.confirmation_queued and dispatcher:
                     dispatcher.wake()
-        return page("check_inbox.html", 200)
+        if signup is None:  # erased meanwhile: nothing to echo
+            return RedirectResponse("/check-inbox", status_code=303)
+        return to_check_inbox(signup_echo.Echo.of(signup, now))
 
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse, summary="Unsubscribe page (changes nothing)")
     def unsubscribe_page(token: str):
