@@ -98,9 +98,13 @@ def check_templates(
 
     marketing = {step.template for seq in sequences.values() for step in seq.steps}
     marketing |= {step.template for step in newsletters.values()}
-    # (number, total, has a next step) of each sequence step, for counts in its text
+    # (number, total, has a next step) of each sequence step, for counts in its text. Not for a
+    # sequence with a file whose front matter is broken: without that file the numbers would be
+    # wrong, and every later step would be warned about a count that is in fact right.
+    unsure = {Path(error.path).resolve().parent for error in format_errors}
     places = {step.template: (step.position + 1, len(seq.steps), step.position + 1 < len(seq.steps))
-              for seq in sequences.values() for step in seq.steps}
+              for seq in sequences.values() for step in seq.steps
+              if (templates_dir / step.template).resolve().parent not in unsure}
     wording = _Wording(report, load_health_terms(templates_dir), "error" if strict else "warning", today)
     for path in _email_files(templates_dir):
         name = path.relative_to(templates_dir).as_posix()

@@ -115,6 +115,16 @@ def test_missing_delay_in_a_sequence(emails: Path) -> None:
     ]
 
 
+def test_a_broken_step_is_the_only_problem_reported_not_the_counts_of_the_steps_after_it(emails: Path) -> None:
+    """Without the broken file the sequence has one step fewer: 'Part 3' and 'Part 4' would read as
+    wrong. Only the real mistake is reported; the counts are checked again once it is fixed."""
+    path = emails / MECHANISM
+    edit(path, "delay_days: 2\n", "")
+    assert check(emails, base_url=BASE) == [
+        Problem(path, 1, "the front matter has no 'delay_days' (days after signing up, e.g. 'delay_days: 2')")
+    ]
+
+
 def test_unknown_front_matter_field(emails: Path) -> None:
     path = emails / MECHANISM
     line = edit(path, "subject:", "subjet:")
