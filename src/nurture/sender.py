@@ -44,7 +44,7 @@ from nurture.messages import Dkim, Streams, build_message, message_id, sender_do
 from nurture.models import OutboxState, Status
 from nurture.outbox import Claim, Outcome
 from nurture.ratelimit import Pacer
-from nurture.rendering import Rendered, Renderer
+from nurture.rendering import Rendered, RenderError, Renderer
 from nurture.tracking import Tracker
 from nurture.transports import NoReply, Reply, Transport, Undeliverable, Unreachable
 
@@ -426,13 +426,17 @@ class Sender:
         unreachable server (Unreachable) ends the pass."""
         try:
             data = self.build(claim, now)
-        except Exception as exc:  # noqa: BLE001 - a broken template must not stop the batch
-            # Held, never given up, and not counted as an attempt: a template broken over a weekend
-            # must not lose anyone's email, and once it is fixed the message goes within RENDER_RETRY.
-            # Said once per template by the pass's summary (send-due, the scheduler, /admin).
+        except RenderError as exc:
+            # The template's fault, not the message's: held, never given up, and not counted as an
+            # attempt, so a template broken over a weekend loses nobody's email, and once it is
+            # fixed the message goes within RENDER_RETRY. Said once per template by the pass's
+            # summary (send-due, the scheduler, /admin).
             reason = f"render error: {one_line(exc)}"
-            log.debug("cannot build outbox row %s (%s): %s", claim.id, claim.template, reason)
+            log.debug("cannot render outbox row %s (%s): %s", claim.id, claim.template, reason)
             return Outcome(claim, OutboxState.retry, reason, now + RENDER_RETRY, content_error=True)
+        except Exception as exc:  # noqa: BLE001 - signing, a header, an address: this message's own fault
+            log.warning("cannot build outbox row %s: %s", claim.id, one_line(exc))
+            return self._failure(claim, f"build error: {one_line(exc)}", now)
         recipient = self.settings.dev_recipient or claim.email
         try:
             reply = self.transport.send(self.settings.streams.for_key(claim.key).return_path, recipient, data)

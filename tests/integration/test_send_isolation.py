@@ -207,3 +207,29 @@ def test_a_template_broken_for_days_holds_its_mail_without_giving_it_up_and_it_g
         row = session.scalar(select(OutboxMessage).where(OutboxMessage.key == "bcast:7"))
     assert row.state is OutboxState.sent and row.attempts == 1
     assert [m.rcpt_tos[0] for m in plain_server.handler.messages].count("held@example.com") >= 1
+
+
+def test_a_message_that_cannot_be_built_for_its_address_fails_alone_and_is_not_held_as_a_template_error(
+        tmp_path, database_url, plain_server):
+    """Only the template's own faults are held indefinitely; an address the message cannot carry
+    (here one stored with a comma, as an old import might have left it) is this message's fault:
+    retried with the usual backoff, then failed, and no template is named as broken."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from nurture.models import Subscriber
+
+    rt = runtime_for(tmp_path, database_url, plain_server, max_attempts="2")
+    odd = confirmed(rt.sessions, "odd@example.com", T0)
+    confirmed(rt.sessions, "fine@example.com", T0)
+    with transaction(rt.sessions) as session:
+        session.execute(update(Subscriber).where(Subscriber.id == odd).values(email="odd,one@example.com"))
+    first = rt.sender().run_pass(T0)
+    assert first.sent == 1 and first.retried == 1 and not first.broken
+    second = rt.sender().run_pass(T0 + timedelta(days=1))
+    assert second.failed >= 1 and not second.broken
+    with rt.sessions() as session:
+        row = session.scalar(select(OutboxMessage).where(OutboxMessage.subscriber_id == odd,
+                                                         OutboxMessage.key.startswith("seq:")))
+    assert row.state is OutboxState.failed and row.last_error.startswith("build error: HeaderInjection")
