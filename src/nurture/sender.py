@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import TypeVar
 from datetime import datetime, timedelta, timezone
@@ -106,6 +106,14 @@ class PassSummary:
         else:
             self.failed += 1
             self.bounced += outcome.bounced
+
+    def include(self, other: PassSummary) -> None:
+        """Add another process's summary of the same pass to this one."""
+        for count in fields(self):
+            if count.name != "broken":
+                setattr(self, count.name, getattr(self, count.name) + getattr(other, count.name))
+        for template, reason in other.broken.items():
+            self.broken.setdefault(template, reason)
 
     def line(self) -> str:
         return (f"sent {self.sent}, retried {self.retried}, failed {self.failed} "

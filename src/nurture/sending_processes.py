@@ -25,7 +25,7 @@ import queue
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 
 from nurture.config import Settings
@@ -135,7 +135,7 @@ class _Children:
                 self.halt.set()  # one process's reason (the server is down, too many bounces) is everyone's
                 stopped.append(value)
             else:
-                _add(total, value)
+                total.include(value)
 
         try:
             while unheard:
@@ -168,15 +168,6 @@ class _Children:
     def _join(self) -> None:
         for process in self.processes:
             process.join(timeout=self.lease)
-
-
-def _add(total: PassSummary, part: PassSummary) -> None:
-    for field in fields(PassSummary):
-        if field.name == "broken":
-            for template, reason in part.broken.items():
-                total.broken.setdefault(template, reason)
-        else:
-            setattr(total, field.name, getattr(total, field.name) + getattr(part, field.name))
 
 
 def _child(settings: Settings, now: datetime, limit: int | None, events, go, halt, parent: int) -> None:
