@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from nurture.sender import PassStopped, PassSummary
 from nurture.web.dispatch import Dispatcher
@@ -31,6 +33,17 @@ class Passes:
         return PassSummary(sent=1)
 
 
+@contextmanager
+def running(passes: Passes, **options) -> Iterator[Dispatcher]:
+    """A started dispatcher over ``passes``, stopped afterwards whatever the test did."""
+    dispatcher = Dispatcher(passes, **options)
+    dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        dispatcher.stop()
+
+
 def started(dispatcher: Dispatcher, passes: Passes, count: int, timeout: float = 5) -> bool:
     deadline = time.monotonic() + timeout
     while len(passes.started) < count and time.monotonic() < deadline:
@@ -40,39 +53,29 @@ def started(dispatcher: Dispatcher, passes: Passes, count: int, timeout: float =
 
 def test_a_few_signups_settle_into_one_pass():
     passes = Passes()
-    dispatcher = Dispatcher(passes, settle=0.3, batch=100)
-    dispatcher.start()
-    try:
+    with running(passes, settle=0.3, batch=100) as dispatcher:
         woken = time.monotonic()
         for _ in range(5):
             dispatcher.owe(1)
         assert dispatcher.wait_idle(5)
         assert len(passes.started) == 1 and passes.started[0] - woken >= 0.25
         assert passes.prefixes == ["sys:"]
-    finally:
-        dispatcher.stop()
 
 
 def test_a_batch_worth_of_confirmations_does_not_wait_out_the_settle():
     passes = Passes()
-    dispatcher = Dispatcher(passes, settle=5, batch=50)
-    dispatcher.start()
-    try:
+    with running(passes, settle=5, batch=50) as dispatcher:
         woken = time.monotonic()
         dispatcher.owe(30)
         dispatcher.owe(20)
         assert started(dispatcher, passes, 1, timeout=2)
         assert passes.started[0] - woken < 1
-    finally:
-        dispatcher.stop()
 
 
 def test_while_busy_the_next_pass_starts_as_soon_as_the_last_one_ends():
     """Under a burst the sender never idles for the settle time between passes."""
     passes = Passes()
-    dispatcher = Dispatcher(passes, settle=5, batch=1)
-    dispatcher.start()
-    try:
+    with running(passes, settle=5, batch=1) as dispatcher:
         passes.release.clear()
         dispatcher.owe(1)
         assert started(dispatcher, passes, 1)
@@ -82,15 +85,11 @@ def test_while_busy_the_next_pass_starts_as_soon_as_the_last_one_ends():
         assert started(dispatcher, passes, 2, timeout=2)
         assert passes.started[1] - ended < 1
         assert dispatcher.wait_idle(5)
-    finally:
-        dispatcher.stop()
 
 
 def test_after_a_failed_pass_the_next_wake_settles_again():
     passes = Passes(fail=PassStopped("mail server unreachable"))
-    dispatcher = Dispatcher(passes, settle=0.5, batch=1000)
-    dispatcher.start()
-    try:
+    with running(passes, settle=0.5, batch=1000) as dispatcher:
         passes.release.clear()
         dispatcher.wake()
         time.sleep(0.6)
@@ -100,17 +99,11 @@ def test_after_a_failed_pass_the_next_wake_settles_again():
         passes.release.set()
         assert started(dispatcher, passes, 2, timeout=3)
         assert passes.started[1] - ended >= 0.4  # no tight loop against a server that is down
-    finally:
-        dispatcher.stop()
 
 
 def test_a_full_wake_asks_for_everything_due():
     passes = Passes()
-    dispatcher = Dispatcher(passes, settle=0.05)
-    dispatcher.start()
-    try:
+    with running(passes, settle=0.05) as dispatcher:
         dispatcher.wake(full=True)
         assert dispatcher.wait_idle(5)
         assert passes.prefixes == [None]
-    finally:
-        dispatcher.stop()
