@@ -8,27 +8,38 @@ what they typed.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 COMMON_DOMAINS = (
     "gmail.com", "googlemail.com", "yahoo.com", "ymail.com", "hotmail.com", "outlook.com", "live.com",
     "msn.com", "icloud.com", "me.com", "mac.com", "aol.com", "comcast.net", "att.net", "sbcglobal.net",
     "verizon.net", "bellsouth.net", "cox.net", "charter.net", "protonmail.com", "proton.me", "gmx.com",
     "mail.com", "yahoo.co.uk", "hotmail.co.uk", "btinternet.com",
 )
+_KNOWN = frozenset(COMMON_DOMAINS)
 
 
 def suggest(email: str) -> str | None:
     """The address with its domain corrected, when the domain is one or two edits away from exactly
     one common domain (one edit for short domains, where two would match too much); else None."""
     local, at, domain = email.rpartition("@")
-    domain = domain.lower()
-    if not at or domain in COMMON_DOMAINS:
+    closest = _closest(domain.lower()) if at else None
+    return f"{local}@{closest}" if closest else None
+
+
+@lru_cache(maxsize=1024)
+def _closest(domain: str) -> str | None:
+    if domain in _KNOWN:
         return None
     allowed = 1 if len(domain) <= 8 else 2
-    distances = sorted((_distance(domain, known), known) for known in COMMON_DOMAINS)
-    (best, closest), runner_up = distances[0], distances[1][0]
-    if best > allowed or runner_up == best:
+    # The distance is at least the difference in length: most domains (a clinic's, a company's)
+    # are ruled out without the quadratic comparison, which runs on the event loop.
+    near = sorted((_distance(domain, known), known) for known in COMMON_DOMAINS
+                  if abs(len(known) - len(domain)) <= allowed)
+    near = [(distance, known) for distance, known in near if distance <= allowed]
+    if not near or (len(near) > 1 and near[1][0] == near[0][0]):
         return None
-    return f"{local}@{closest}"
+    return near[0][1]
 
 
 def _distance(a: str, b: str) -> int:
