@@ -139,16 +139,15 @@ def subscribe(
     _record_consent(session, subscriber.id, "signup", now, request, signup.consent_version)
     if not _may_send_confirmation(session, subscriber, now, confirmations_per_day, fresh=fresh):
         return SignupOutcome(subscriber.id, False)
-    subscriber.confirm_round += 1
-    outbox.enqueue(
-        session,
-        subscriber_id=subscriber.id,
-        key=f"sys:confirm:{subscriber.confirm_round}",
-        template=CONFIRM_TEMPLATE,
-        due_at=now,
-        now=now,
-    )
+    _queue_confirmation(session, subscriber, now)
     return SignupOutcome(subscriber.id, True)
+
+
+def _queue_confirmation(session: Session, subscriber: Subscriber, now: datetime) -> None:
+    """A new round of the double opt-in: the next confirmation email, with a link of its own."""
+    subscriber.confirm_round += 1
+    outbox.enqueue(session, subscriber_id=subscriber.id, key=f"sys:confirm:{subscriber.confirm_round}",
+                   template=CONFIRM_TEMPLATE, due_at=now, now=now)
 
 
 def subscribe_many(
@@ -160,11 +159,8 @@ def subscribe_many(
     that comes twice in the group, goes through ``subscribe`` once the new rows before it exist,
     so it sees them."""
     outcomes: list[SignupOutcome] = [SignupOutcome(None, False)] * len(requests)  # the honeypot's
-    pepper = tombstone_pepper(session) if requests else b""
-    hashes: dict[int, tuple[str, str]] = {}
-    for index, item in enumerate(requests):
-        if not item.signup.honeypot_filled:
-            hashes[index] = (keyed_email_hash(item.signup.email, pepper), email_hash(item.signup.email))
+    hashes = {index: hashes_to_match(session, item.signup.email)
+              for index, item in enumerate(requests) if not item.signup.honeypot_filled}
     known = set(session.connection().execute(_KNOWN_HASHES, {"hashes": [h for pair in hashes.values() for h in pair]})
                 .scalars()) if hashes else set()
     fresh: list[int] = []
@@ -362,9 +358,7 @@ def resend_confirmation(
         return False
     if not _may_send_confirmation(session, subscriber, now, confirmations_per_day, fresh=True):
         return False
-    subscriber.confirm_round += 1
-    outbox.enqueue(session, subscriber_id=subscriber.id, key=f"sys:confirm:{subscriber.confirm_round}",
-                   template=CONFIRM_TEMPLATE, due_at=now, now=now)
+    _queue_confirmation(session, subscriber, now)
     _record_consent(session, subscriber.id, "resend-confirm", now, request, None)
     return True
 
