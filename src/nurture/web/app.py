@@ -353,23 +353,23 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
             subscriber = session.get(Subscriber, subscriber_id)
             state = None if subscriber is None or subscriber.status.value == "erased" else \
                 preferences_of(session, subscriber, _sequence())
-        change = next((c for c in Change if c.value == done), None)
+        change = _change(done)
         # Say a change was made only while the state shows it (a reload later, or an old URL, says nothing).
         saved = change if state is not None and change is not None and state.agrees_with(change) else None
-        return page("preferences.html", token=token, state=state, saved=saved, Change=Change,
-                    send_window=settings.send_window)
+        return page("preferences.html", token=token, state=state, saved=saved, Change=Change)
 
     @app.post("/preferences/{token}", summary="Stop, or turn back on, the series or the newsletter")
     def change_preferences(token: str, request: Request, body: tuple[bool, dict] = Depends(form_json_or_nothing)):
         subscriber_id = _unsubscribe_id(token)
         _is_json, data = body
-        change = next((c for c in Change if c.value == data.get("change")), None)
+        change = _change(data.get("change"))
         if change is None:
             raise BadRequest(422, "change must be one of " + ", ".join(c.value for c in Change) + ".", "change")
         now, who = clock(), request_info(request, "preferences-page")
+        sequence = _sequence()  # read from the files before the row is locked, not while
         with transaction(runtime.sessions) as session:
             subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
-            state = preferences_of(session, subscriber, _sequence()) if subscriber is not None else None
+            state = preferences_of(session, subscriber, sequence) if subscriber is not None else None
             # Only a change the page could offer now: a stale page or a second click changes nothing.
             allowed = state is not None and change in state.changes
             if allowed and change in STOPS:
@@ -382,6 +382,9 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
         if _wants_json(request):
             return JSONResponse({"status": "changed" if allowed else "unchanged", "change": change.value})
         return RedirectResponse(f"/preferences/{token}?done={quote(change.value)}", status_code=303)
+
+    def _change(value) -> Change | None:
+        return next((c for c in Change if c.value == value), None)
 
     def _sequence():
         """The sequence as marketing last saved it, or None while a file of it cannot be read
