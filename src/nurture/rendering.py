@@ -408,16 +408,17 @@ class Renderer:
         """The Jinja HTML of one block as this email fills it (its own override, else the layout's),
         or None when no template in its chain has that block. For the validator: the footer's
         required lines must be in the footer, not anywhere in the email."""
-        jinja_template = self.env.get_template(template)
-        context = jinja_template.new_context(self.context(template, recipient))
         try:
+            jinja_template = self.env.get_template(template)
+            context = jinja_template.new_context(self.context(template, recipient))
             for _ in jinja_template.root_render_func(context):
                 pass  # running {% extends %} registers the layout's blocks after the email's own
             functions = context.blocks.get(block)
             return "".join(functions[0](context)) if functions else None
+        except RenderError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the same mistakes render() reports, said the same way
-            where = _template_line(exc, self.templates_dir) or (self.templates_dir / template, 0)
-            raise RenderError(where[0], where[1], getattr(exc, "message", None) or str(exc)) from exc
+            raise self._render_error(exc, template) from exc
 
     def context(self, template: str, recipient: Mapping[str, Any]) -> dict[str, Any]:
         """The Jinja context ``template`` sees for this recipient (values cleaned, fallback applied)."""
@@ -541,17 +542,21 @@ class Renderer:
     def _render_html(self, template: str, context: dict[str, Any]) -> str:
         try:
             return self.env.get_template(template).render(context)
+        except RenderError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any mistake in a template ({{ 1/0 }}) is the editor's to fix
-            if isinstance(exc, RenderError):
-                raise
-            where = _template_line(exc, self.templates_dir) or (self.templates_dir / template, 0)
-            if isinstance(exc, TemplateError) and exc.message:
-                message = exc.message
-            else:
-                message = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, TemplateSyntaxError):
-                message = f"template syntax error: {message}"
-            raise RenderError(where[0], where[1], message) from exc
+            raise self._render_error(exc, template) from exc
+
+    def _render_error(self, exc: Exception, template: str) -> RenderError:
+        """An exception from rendering ``template``, as the RenderError that names its file and line."""
+        where = _template_line(exc, self.templates_dir) or (self.templates_dir / template, 0)
+        if isinstance(exc, TemplateError) and exc.message:
+            message = exc.message
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TemplateSyntaxError):
+            message = f"template syntax error: {message}"
+        return RenderError(where[0], where[1], message)
 
     def _build(self, template: str, year: int) -> _Compiled:
         context = self._context(self._describe(template), self._slots.markers())
