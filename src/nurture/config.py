@@ -22,6 +22,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from dotenv import dotenv_values
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nurture.addresses import UnencodableAddress, ascii_domain
+
 PREFIX = "NURTURE_"
 # What the consultation email says until the clinic fills in its own facts: true everywhere, no price
 # or promise the clinic has not made.
@@ -239,16 +241,22 @@ class Settings(BaseSettings):
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
+def _checked_domain(domain: str) -> str | None:
+    """The domain as IDNA 2008 A-labels in lower case (as addresses.ascii_domain writes it on the
+    wire), if it is one with at least two labels; else None."""
+    try:
+        domain = ascii_domain(domain.rstrip(".")).lower()
+    except UnencodableAddress:
+        return None
+    labels = domain.split(".")
+    return domain if len(labels) >= 2 and all(_DOMAIN_LABEL.match(label) for label in labels) else None
+
+
 def _feedback_sender(item: str) -> str:
     """One trusted feedback-loop sender: a domain with at least two labels, or local@domain."""
     local, at, domain = item.strip().lower().rpartition("@")
-    try:
-        domain = domain.rstrip(".").encode("idna").decode("ascii")
-    except UnicodeError:
-        domain = ""
-    labels = domain.split(".")
-    if (at and (not local or any(c in local for c in ' ,<>"'))) or len(labels) < 2 \
-            or not all(_DOMAIN_LABEL.match(label) for label in labels):
+    domain = _checked_domain(domain)
+    if domain is None or (at and (not local or any(c in local for c in ' ,<>"'))):
         raise ValueError(f"{item.strip()!r} is not a domain or an address (give fbl.example.net or "
                          "feedback@fbl.example.net, separated by commas)")
     return f"{local}@{domain}" if at else domain
@@ -381,12 +389,8 @@ def mailbox(value: str) -> str:
         raise ValueError("must be an address such as Clinic <care@clinic.example>")
     if not local.isascii():
         raise ValueError("the part before @ must be ASCII (mail servers cannot all take more in a From address)")
-    try:
-        domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        domain = ""
-    labels = domain.split(".")
-    if len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels):
+    domain = _checked_domain(domain)
+    if domain is None:
         raise ValueError("the part after @ must be a domain such as clinic.example")
     address = f"{local}@{domain}"
     if not name:

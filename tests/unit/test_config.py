@@ -192,3 +192,10 @@ def test_production_refuses_a_base_url_that_is_not_https(base_url):
     message = str(info.value)
     assert message.startswith("NURTURE_BASE_URL:") and "https" in message and "\n" not in message
     assert load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_BASE_URL": base_url}).base_url == base_url  # dev: fine
+
+
+def test_a_from_domain_is_encoded_as_the_wire_encodes_it_idna_2008_not_python_idna_2003():
+    """IDNA 2003 (Python's own codec) turns straße into strasse, another domain; the From must
+    name the one the mail really comes from, as addresses.ascii_domain writes it."""
+    settings = load_settings({"NURTURE_FROM": "Clinic <care@straße.example>"})
+    assert settings.mail_from == "Clinic <care@xn--strae-oqa.example>"
