@@ -263,11 +263,13 @@ def trackable_links(renderer, templates: Iterable[str], *, track_clicks: bool) -
     never tracked, and links every email shares (the layout's footer: the crisis line, the
     clinic's site) say nothing about that email, so neither counts. None: the template does not
     render (reported elsewhere), so not known."""
-    from nurture.tracking import links_in
+    from nurture.tracking import links_in, untracked_links
 
+    if not track_clicks:
+        return lambda _template: False  # nothing is counted: no need to render anything
     templates = list(templates)
     sample = renderer.sample_recipient()
-    own = {sample["unsubscribe_url"], sample["preferences_url"]}
+    own = untracked_links(sample)
     links: dict[str, set[str] | None] = {}
     for template in templates:
         try:
@@ -278,8 +280,6 @@ def trackable_links(renderer, templates: Iterable[str], *, track_clicks: bool) -
     shared = set.intersection(*rendered) if len(rendered) > 1 else set()
 
     def check(template: str) -> bool | None:
-        if not track_clicks:
-            return False
         found = links.get(template)
         return None if found is None else bool(found - shared)
 

@@ -45,7 +45,7 @@ from nurture.models import OutboxState, Status
 from nurture.outbox import Claim, Outcome
 from nurture.ratelimit import Pacer
 from nurture.rendering import Rendered, RenderError, Renderer
-from nurture.tracking import Tracker
+from nurture.tracking import Tracker, untracked_links
 from nurture.transports import NoReply, Reply, Transport, Undeliverable, Unreachable
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,6 @@ UNKNOWN_RESEND_AFTER = timedelta(minutes=10)
 RENDER_RETRY = timedelta(minutes=15)  # a message whose template cannot be rendered: tried again at this pace
 RECHECK_AFTER = 1.0  # seconds: how stale the "still wanted?" answer may get before a send
 _BOUNCE_STATUS = re.compile(r"\b5\.(1\.\d{1,3}|2\.1)\b")
-# Links that go straight to their site, never through /c/: someone in crisis must reach the
-# Lifeline even when we are down, and we have no business knowing who clicked it.
-NEVER_TRACKED = frozenset({"https://988lifeline.org/chat/"})
 
 
 class PassStopped(Exception):
@@ -486,9 +483,9 @@ class Sender:
         rendered, recipient = self.content(claim, now)
         is_marketing = "unsubscribe_url" in recipient
         if is_marketing and self.tracker is not None:
-            # Never tracked: the confirmation (no consent yet) and the unsubscribe links.
-            untracked = frozenset((recipient["unsubscribe_url"], recipient["preferences_url"])) | NEVER_TRACKED
-            html = self.tracker.rewrite(rendered.html, claim.id, untracked=untracked, track_opens=claim.track_opens)
+            # Never tracked: the confirmation (no consent yet), and untracked_links.
+            html = self.tracker.rewrite(rendered.html, claim.id, untracked=untracked_links(recipient),
+                                        track_opens=claim.track_opens)
             rendered = replace(rendered, html=html)
         stream = self.settings.streams.for_key(claim.key)
         return build_message(

@@ -22,6 +22,17 @@ _HREF = re.compile(r'(<a\b[^>]*?\bhref=")(https?://[^"]*)(")', re.IGNORECASE)
 _BODY_END = re.compile(r"</body>", re.IGNORECASE)
 
 
+# Links that go straight to their site, never through /c/: someone in crisis must reach the
+# Lifeline even when we are down, and we have no business knowing who clicked it.
+NEVER_TRACKED = frozenset({"https://988lifeline.org/chat/"})
+
+
+def untracked_links(recipient: dict[str, str]) -> frozenset[str]:
+    """The links of a marketing email that are never rewritten: the person's unsubscribe and
+    preferences links (they must work without us counting them) and NEVER_TRACKED."""
+    return frozenset((recipient["unsubscribe_url"], recipient["preferences_url"])) | NEVER_TRACKED
+
+
 def links_in(message_html: str) -> list[str]:
     """The http(s) link targets of a message, in document order, as a browser would follow them."""
     return [html.unescape(match.group(2)) for match in _HREF.finditer(message_html)]
