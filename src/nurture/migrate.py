@@ -28,14 +28,19 @@ class SchemaOutOfDate(Exception):
     """The database is not at the schema this version of nurture needs."""
 
 
-def check_current(engine: Engine) -> None:
-    """Raise SchemaOutOfDate, saying what to run, unless the database is at the head revision."""
+def revisions(engine: Engine) -> tuple[str | None, str]:
+    """The database's schema revision (None: no tables yet) and the one this version needs."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False))).get_current_head()
     with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+        return MigrationContext.configure(connection).get_current_revision(), head
+
+
+def check_current(engine: Engine) -> None:
+    """Raise SchemaOutOfDate, saying what to run, unless the database is at the head revision."""
+    current, head = revisions(engine)
     if current != head:
         where = "has no tables yet" if current is None else f"is at schema {current}"
         raise SchemaOutOfDate(f"the database {where}; this version needs {head}: run `nurture db upgrade`")

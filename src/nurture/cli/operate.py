@@ -17,21 +17,16 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the database to the current schema."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
     from nurture.db import make_engine
-    from nurture.migrate import alembic_config, upgrade
+    from nurture.migrate import revisions, upgrade
 
     s = settings()
     engine = make_engine(s.database_url)
     try:
-        with engine.connect() as connection:
-            before = MigrationContext.configure(connection).get_current_revision()
+        before, head = revisions(engine)
     finally:
         engine.dispose()
     upgrade(s.database_url)
-    head = ScriptDirectory.from_config(alembic_config(s.database_url)).get_current_head()
     where = safe_url(s.database_url)
     if before is None:
         console.print(f"created the database: {where} (schema {head})", highlight=False)
