@@ -28,7 +28,7 @@ from nurture.models import Broadcast, Event, OutboxMessage, OutboxState, Status,
 from nurture.sequences import Sequence
 
 __all__ = [
-    "BrokenTemplate", "broken_templates", "where_in_templates", "trackable_links",
+    "BrokenTemplate", "broken_templates", "where_in_templates", "shown_reason", "trackable_links",
     "BroadcastFigures", "Delivery", "Funnel", "Problems", "QueueCounts", "StepFigures", "Upcoming",
     "funnel", "problems", "queue_counts", "recent_deliveries", "signups_per_day", "upcoming",
 ]
@@ -462,6 +462,14 @@ def where_in_templates(reason: str, templates_dir: Path | str) -> str:
         if text.startswith(prefix):
             return text[len(prefix):]
     return text
+
+
+def shown_reason(text: str | None, templates_dir: Path | str) -> str:
+    """An outbox row's last error or reply as people read it (explain, /admin): a render error
+    names its file relative to the templates folder, not the server's path."""
+    if text and text.startswith(_RENDER_ERROR):
+        return _RENDER_ERROR + where_in_templates(text, templates_dir)
+    return text or ""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from nurture.journey import Planner, marketing_history, next_send
 from nurture.messages import message_id, sender_domain
 from nurture.models import ConsentEvent, Event, OutboxMessage, Status, Subscriber
-from nurture.reports import where_in_templates
+from nurture.reports import shown_reason
 from nurture.sequences import TemplateFormatError
 from nurture.subscribers import find_by_email
 
@@ -58,9 +58,7 @@ def build_timeline(
     domain = sender_domain(from_header)
     for row in rows:
         at = row.sent_at or row.due_at
-        reply = row.smtp_reply or row.last_error or ""
-        if reply.startswith("render error: "):  # the file as the editor names it, not the server's path
-            reply = "render error: " + where_in_templates(reply, planner.templates_dir)
+        reply = shown_reason(row.smtp_reply or row.last_error, planner.templates_dir)
         detail = f"{message_id(row.id, row.key, secret=secret, domain=domain)} · {reply}"
         timeline.entries.append(Entry(at, f"{row.key} · {row.state.value}", detail.strip(" ·")))
     keys = {row.id: row.key for row in rows}

@@ -70,7 +70,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
     zone = ZoneInfo(settings.timezone)
     pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     pages.filters.update(when=lambda t: _when(t, zone), day=_day, pct=_pct, num=_num,
-                         reason=lambda text: _reason(text, settings.templates_dir))
+                         reason=lambda text: reports.shown_reason(text, settings.templates_dir))
     pages.globals.update(clinic_name=settings.clinic_name, clinic_zone=settings.timezone)
     failures = _Failures(_FAILURES_PER_MINUTE, 60.0)
     router = APIRouter(include_in_schema=False)
@@ -423,13 +423,6 @@ def _pct(rate: float | None) -> str:
         return "–"
     percent = rate * 100
     return f"{percent:.0f}%" if percent >= 10 or percent == 0 else f"{percent:.1f}%"
-
-
-def _reason(text: str | None, templates_dir: Path) -> str:
-    """An outbox row's last error as shown: a render error names its file relative to the templates."""
-    if text and text.startswith("render error: "):
-        return "render error: " + reports.where_in_templates(text, templates_dir)
-    return text or ""
 
 
 def _num(n: int) -> str:
