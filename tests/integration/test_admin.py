@@ -365,3 +365,23 @@ def test_an_action_needs_the_password_its_own_token_and_this_origin(client, admi
     assert hidden.status_code == 403
     assert _ledger(admin_runtime, "kim@example.com")[0] == "confirmed"
     assert _ledger(admin_runtime, "ivy@example.com")[0] == "confirmed"
+
+
+def test_an_action_token_lasts_an_hour_by_the_apps_clock(client, admin_runtime):
+    """Signed and read with the clock the app is given (not the wall clock), so its age is what
+    the dashboard's own time says."""
+    from datetime import timedelta
+
+    from nurture.web.admin import ACTION_TOKEN_SECONDS
+
+    confirmed(admin_runtime.sessions, "old@example.com", NOW)
+    fields = _form(client, "old@example.com", "unsubscribe")
+    stale = admin_runtime.tokens.sign_timed("admin-action", ["unsubscribe", "old@example.com"],
+                                            NOW - timedelta(seconds=ACTION_TOKEN_SECONDS + 60))
+    refused = client.post("/admin/action", data={**fields, "token": stale}, auth=AUTH)
+    assert refused.status_code == 403 and "out of date" in refused.text
+    assert _ledger(admin_runtime, "old@example.com")[0] == "confirmed"
+    fresh = admin_runtime.tokens.sign_timed("admin-action", ["unsubscribe", "old@example.com"],
+                                            NOW - timedelta(seconds=ACTION_TOKEN_SECONDS - 60))
+    assert client.post("/admin/action", data={**fields, "token": fresh}, auth=AUTH).status_code == 200
+    assert _ledger(admin_runtime, "old@example.com")[0] == "unsubscribed"

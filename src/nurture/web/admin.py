@@ -25,7 +25,6 @@ from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from itsdangerous import BadData, URLSafeTimedSerializer
 from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -36,6 +35,7 @@ from nurture.runtime import Runtime
 from nurture.sender import utcnow
 from nurture.sequences import Sequence, TemplateFormatError, load_sequences
 from nurture.subscribers import RequestInfo, find_by_email
+from nurture.tokens import InvalidToken
 from nurture.timeline import build_timeline
 from nurture.validation import InvalidInput, normalise_email
 
@@ -99,8 +99,6 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
             failures.add(client)
         return page("admin_denied.html", 401, headers=_CHALLENGE, throttled=False)
 
-    actions = URLSafeTimedSerializer(settings.secret, salt="admin-action")
-
     @router.post("/admin/action")
     async def action(request: Request):
         """Unsubscribe a person or resend their confirmation: what the clinic does when someone
@@ -116,8 +114,8 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
         form = await request.form()
         kind, email, token = (str(form.get(name, "")) for name in ("action", "email", "token"))
         try:
-            signed = actions.loads(token, max_age=ACTION_TOKEN_SECONDS)
-        except BadData:
+            signed = runtime.tokens.read_timed("admin-action", token, clock(), ACTION_TOKEN_SECONDS)
+        except InvalidToken:
             signed = None
         if signed != [kind, email] or kind not in _ACTIONS:
             return page("admin_denied.html", 403, throttled=False,
@@ -168,7 +166,8 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
                 if search.timeline is None and not search.error:
                     search.error = f"No subscriber has the address {search.email}."
         if search.timeline is not None:
-            search.tokens = {kind: actions.dumps([kind, search.email]) for kind in _ACTIONS}
+            search.tokens = {kind: runtime.tokens.sign_timed("admin-action", [kind, search.email], now)
+                             for kind in _ACTIONS}
         search.done = _DONE.get(request.query_params.get("done", ""))
         return page(
             "admin.html", funnel=funnel, chart=funnel_chart(funnel), per_day=per_day_chart(per_day),
