@@ -587,8 +587,7 @@ def _clinic_context(clinic: Mapping[str, Any] | Any) -> dict[str, Any]:
     """``clinic.*`` for templates: text values as strings, the certification as a real boolean
     (the string "False" would be true in ``{% if %}``)."""
     values: dict[str, Any] = {name: _clinic_value(clinic, name, default) for name, default in _CLINIC_TEXT.items()}
-    flag = clinic.get("esketamine_certified") if isinstance(clinic, Mapping) else getattr(clinic, "esketamine_certified", None)
-    values["esketamine_certified"] = flag.strip().lower() == "true" if isinstance(flag, str) else bool(flag)
+    values["esketamine_certified"] = _clinic_value(clinic, "esketamine_certified", "false").strip().lower() == "true"
     return values
 
 
