@@ -176,7 +176,7 @@ def sample_recipient(base_url: str) -> dict[str, str]:
     return {
         "first_name": "Alex",
         "unsubscribe_url": f"{base}/unsubscribe/sample-token",
-        # As Links.preferences builds it: the unsubscribe page is also the preferences page.
+        # As Links.preferences builds it: the preferences page takes the unsubscribe token.
         "preferences_url": f"{base}/preferences/sample-token",
         "confirm_url": f"{base}/confirm/sample-token",
     }
