@@ -9,7 +9,8 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from nurture.sender import PassStopped, utcnow
+from nurture.clock import utcnow
+from nurture.sender import PassStopped
 from nurture.sending_processes import SendingPass
 
 log = logging.getLogger(__name__)

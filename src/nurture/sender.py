@@ -32,11 +32,12 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import TypeVar
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture import journey, outbox, subscribers
+from nurture.clock import utcnow
 from nurture.db import DatabaseUnavailable, retrying, transaction
 from nurture.leases import Leases
 from nurture.links import Links
@@ -158,7 +159,7 @@ class Sender:
     tracker: Tracker | None = None
     pacer: Pacer = field(default_factory=Pacer)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
-    clock: Callable[[], datetime] = field(default=lambda: utcnow())  # the real clock, for leases
+    clock: Callable[[], datetime] = utcnow  # the real clock, for leases
 
     def run_pass(
         self,
@@ -521,8 +522,3 @@ def retry_delay(attempts: int, rng: random.Random = random.Random()) -> timedelt
     """Exponential backoff with +-20% jitter, so a server's backlog is not hit all at once."""
     base = RETRY_BASE * RETRY_FACTOR ** (attempts - 1)
     return base * rng.uniform(0.8, 1.2)
-
-
-def utcnow() -> datetime:
-    """The clock, read only by entry points."""
-    return datetime.now(timezone.utc)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from browser.axe import violations
 from nurture.models import Subscriber
-from nurture.sender import utcnow
+from nurture.clock import utcnow
 
 pytestmark = pytest.mark.browser
 

@@ -21,7 +21,7 @@ from browser.axe import violations
 from factories import confirmed
 from nurture.db import transaction
 from nurture.models import ConsentEvent, OutboxMessage, OutboxState, Status, Subscriber
-from nurture.sender import utcnow
+from nurture.clock import utcnow
 
 pytestmark = pytest.mark.browser
 

@@ -17,7 +17,7 @@ from nurture.db import transaction
 from nurture.journey import Planner
 from nurture.models import OutboxMessage, OutboxState, Subscriber
 from nurture.runtime import Runtime
-from nurture.sender import utcnow
+from nurture.clock import utcnow
 from nurture.sequences import load_newsletters
 from nurture.transports import Reply
 

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.console import Console
 
+from nurture.clock import utcnow
 from nurture.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -53,7 +54,7 @@ _RELATIVE = re.compile(r"\+\s*(\d+)\s*(d|days?|h|hours?|m|min|minutes?)(?:\s+(\d
 
 
 def parse_now(value: str | None, option: str = "--now", *, zone: str = "UTC",
-              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> datetime:
+              clock: Callable[[], datetime] = utcnow) -> datetime:
     """An option naming an instant, as an aware UTC datetime; None is now.
 
     ISO-8601 (``2026-12-03T09:05:00-06:00``; without an offset it is read as UTC, and a note

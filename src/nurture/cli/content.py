@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Annotated, Optional
 
 import typer
 
+from nurture.clock import utcnow
 from nurture.cli.common import broken_templates, Fail, app, console, out, parse_now, runtime, settings
 
 templates_app = typer.Typer(no_args_is_help=True, help="Check and preview the email templates marketing edits.")
@@ -29,7 +29,7 @@ def templates_validate(
 
     s = settings()
     s.require_templates()
-    today = datetime.now(ZoneInfo(s.timezone)).date()  # the clinic's date: a date in the text may have passed
+    today = utcnow().astimezone(ZoneInfo(s.timezone)).date()  # the clinic's date: a date in the text may have passed
     problems = check_templates(s.templates_dir, base_url=s.base_url, dev=s.is_dev, clinic=s.clinic, strict=strict,
                                today=today)
     for problem in problems:
@@ -67,7 +67,7 @@ def templates_preview(
         except RenderError as exc:
             raise Fail(str(exc)) from None
         sample = rt.renderer.sample_recipient()
-        now = datetime.now(timezone.utc)
+        now = utcnow()
         recipient = "test@example.com"
         if to is not None:
             try:

@@ -26,7 +26,7 @@ def bounces_ingest(
     from pathlib import Path
 
     from nurture import bounces
-    from nurture.sender import utcnow
+    from nurture.clock import utcnow
 
     s = settings()
     if imap == (source is not None):
@@ -57,7 +57,7 @@ def subscribers_import(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from nurture.sender import utcnow
+    from nurture.clock import utcnow
     from nurture.subscriber_files import CsvImportError, import_csv
 
     s = settings()
@@ -126,7 +126,7 @@ def subscribers_erase(address: Annotated[str, typer.Argument(metavar="EMAIL")]) 
     """Erase one person's personal data; a hashed tombstone keeps the address suppressed for imports."""
     from nurture.data_rights import erase
     from nurture.db import transaction
-    from nurture.sender import utcnow
+    from nurture.clock import utcnow
     from nurture.validation import InvalidInput
 
     rt = runtime()

@@ -32,7 +32,7 @@ from nurture import bounces, reports, subscribers
 from nurture.journey import Planner
 from nurture.models import Status
 from nurture.runtime import Runtime
-from nurture.sender import utcnow
+from nurture.clock import utcnow
 from nurture.sequences import Sequence, TemplateFormatError, load_sequences
 from nurture.subscribers import RequestInfo, find_by_email
 from nurture.tokens import InvalidToken

@@ -43,7 +43,7 @@ from nurture.group_commit import GroupCommit
 from nurture.models import OutboxMessage, Subscriber
 from nurture.ratelimit import WindowLimiter
 from nurture.runtime import Runtime
-from nurture.sender import utcnow
+from nurture.clock import utcnow
 from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, ConfirmResult, RequestInfo, SignupRequest
 from nurture.tokens import ExpiredToken, InvalidToken
 from nurture.tracking import Tracker, destination, links_in

@@ -18,7 +18,8 @@ from dataclasses import replace
 from datetime import datetime
 
 from nurture.config import Settings
-from nurture.sender import PassStopped, Sender, utcnow
+from nurture.clock import utcnow
+from nurture.sender import PassStopped, Sender
 
 log = logging.getLogger(__name__)
 

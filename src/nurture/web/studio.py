@@ -41,6 +41,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from nurture.clock import utcnow
 from nurture.config import Settings
 from nurture.journey import Window, earliest_send
 from nurture.messages import build_message, sender_domain
@@ -427,12 +428,8 @@ def _template_frame(exc: BaseException, templates_dir: Path) -> tuple[Path, int]
     return found
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def create_studio_app(settings: Settings, *, transport: Transport | None = None, watch: bool = True,
-                      clock: Callable[[], datetime] = _utcnow) -> FastAPI:
+                      clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """The studio's ASGI app. ``transport`` receives test sends (default: settings' Maildir outbox or
     SMTP, built on the first send); ``watch`` runs the file watcher while the app is served."""
     studio = _Studio(settings, transport, clock)
