@@ -114,7 +114,7 @@ def prebuilt_messages(db: Path, port: int, n: int) -> list[tuple[str, bytes]]:
     from nurture.db import transaction
 
     with transaction(rt.sessions) as session:
-        sender.planner(session, T0)
+        sender.store.planner(session, T0)
         claims, _ = outbox.claim_batch(session, worker="bench", now=T0, real_now=T0, limit=n)
         session.rollback()
     messages = [(c.email, sender.build(c, T0)) for c in claims]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 
 from sqlalchemy import Engine
@@ -16,7 +16,11 @@ from nurture.links import Links
 from nurture.messages import Dkim, make_streams, sender_domain
 from nurture.ratelimit import Pacer
 from nurture.rendering import Renderer
-from nurture.sender import MailSettings, Sender
+from nurture.mail_settings import MailSettings
+from nurture.models import Status
+from nurture.send_store import SqlSendStore
+from nurture.sender import Sender
+from nurture.subscribers import mark_status
 from nurture.tokens import Tokens
 from nurture.tracking import Tracker
 from nurture.transports import MaildirTransport, SmtpConfig, SmtpPool, Transport
@@ -97,12 +101,11 @@ class Runtime:
         from nurture.journey import Planner
 
         return Sender(
-            sessions=self.sessions,
+            store=SqlSendStore(self.sessions, mark_bounced=_mark_bounced, planner=Planner.from_settings(self.settings)),
             renderer=self.renderer,
             transport=self.transport,
             links=self.links,
             settings=self.mail_settings(),
-            planner=Planner.from_settings(self.settings),
             tracker=Tracker(self.settings.base_url, self.tokens) if self.settings.track_clicks else None,
             pacer=self.pacer,
         )
@@ -118,3 +121,9 @@ class Runtime:
             self.transport.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+def _mark_bounced(session: Session, subscriber_id: int, now: datetime) -> None:
+    """What a bounce means for the person (the rules live with the subscribers), handed to the
+    sender's store here so that sending never imports them."""
+    mark_status(session, subscriber_id, Status.bounced, now)

@@ -14,152 +14,64 @@ Three rules keep one message or one fault from stopping or duplicating the other
 - the outcomes of messages handed to the server are kept until written: a dropped database
   connection is retried on a fresh one, and if the database stays away the rows are left to
   their lease (never released), so the worst case is a resend with the same Message-ID.
+
+The sender reaches storage only through its :class:`~nurture.send_store.SendStore`, so the
+pass can be tested against the in-memory store (:mod:`nurture.memory_store`). Each store call
+is tried again on a fresh connection while the database is unreachable (``_db``), for
+``db_patience``, and recording what the server already has for a whole lease.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
-import re
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, fields, replace
-from functools import cached_property
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from nurture import journey, outbox, subscribers
+from nurture.breaker import check_bounces, check_complaints, complaint_rate
 from nurture.clock import utcnow
-from nurture.db import DatabaseUnavailable, retrying, transaction
+from nurture.db import DatabaseUnavailable, retrying
 from nurture.leases import Leases
 from nurture.links import Links
-from nurture.messages import Dkim, Streams, build_message, message_id, sender_domain
-from nurture.models import OutboxState, Status
+from nurture.mail_settings import MailSettings
+from nurture.messages import build_message, message_id
+from nurture.models import OutboxState
 from nurture.outbox import Claim, Outcome
+from nurture.outcomes import Backoff, held_for_content, no_reply, one_line
+from nurture.pass_summary import DatabaseDown, PassSummary, TransportDown
 from nurture.ratelimit import Pacer
 from nurture.rendering import Rendered, RenderError, Renderer
+from nurture.send_store import SendStore
 from nurture.tracking import Tracker, untracked_links
-from nurture.transports import NoReply, Reply, Transport, Undeliverable, Unreachable
+from nurture.transports import NoReply, Transport, Undeliverable, Unreachable
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE = timedelta(minutes=15)
-RETRY_FACTOR = 3  # 15 min, 45 min, 2 h 15, 6 h 45, 20 h: six attempts span about a day
-UNKNOWN_RESEND_AFTER = timedelta(minutes=10)
-RENDER_RETRY = timedelta(minutes=15)  # a message whose template cannot be rendered: tried again at this pace
 RECHECK_AFTER = 1.0  # seconds: how stale the "still wanted?" answer may get before a send
-_BOUNCE_STATUS = re.compile(r"\b5\.(1\.\d{1,3}|2\.1)\b")
-
-
-class PassStopped(Exception):
-    """A pass ended early for a reason that concerns every message, said in one line."""
-
-
-class TransportDown(PassStopped):
-    """The mail server could not be reached; nothing was marked sent, claims were released."""
-
-    def __str__(self) -> str:
-        return f"mail server unreachable, nothing was marked sent (run again later): {self.args[0]}"
-
-
-class CircuitOpen(PassStopped):
-    """Too many bounces in this run, or too many complaints lately: sending paused to protect the
-    domain's reputation. Claims were released; nothing is lost."""
-
-
-class DatabaseDown(PassStopped):
-    """The database stayed unreachable during the pass. Claims not yet handed over are left to
-    their lease; the message says what, if anything, may be sent twice."""
-
-
-@dataclass
-class PassSummary:
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    bounced: int = 0
-    suppressed: int = 0
-    unknown: int = 0
-    planned: int = 0
-    # Templates that could not be rendered, with the reason: a content error, loud, not silent.
-    broken: dict[str, str] = field(default_factory=dict)
-
-    def add(self, outcome: Outcome) -> None:
-        if outcome.content_error:
-            self.broken.setdefault(outcome.claim.template, outcome.reply or "")
-        if outcome.state is OutboxState.sent:
-            self.sent += 1
-        elif outcome.state is OutboxState.retry:
-            self.retried += 1
-        elif outcome.state is OutboxState.unknown:
-            self.unknown += 1
-        else:
-            self.failed += 1
-            self.bounced += outcome.bounced
-
-    def include(self, other: PassSummary) -> None:
-        """Add another process's summary of the same pass to this one."""
-        for count in fields(self):
-            if count.name != "broken":
-                setattr(self, count.name, getattr(self, count.name) + getattr(other, count.name))
-        for template, reason in other.broken.items():
-            self.broken.setdefault(template, reason)
-
-    def line(self) -> str:
-        return (f"sent {self.sent}, retried {self.retried}, failed {self.failed} "
-                f"(bounced {self.bounced}), suppressed {self.suppressed}, unknown {self.unknown}")
-
-
-@dataclass
-class MailSettings:
-    """What the sender needs to know, taken from Settings by the entry point."""
-
-    from_header: str  # the marketing From; its domain names our Message-IDs
-    streams: Streams  # sequence, newsletter, transactional: From, Return-Path, List-Id, Feedback-ID
-    secret: str
-    max_attempts: int = 6
-    resend_unknown: bool = True
-    dev_recipient: str | None = None
-    dkim: Dkim | None = None
-    batch_size: int = 200
-    chunk_size: int = 20
-    threads: int = 1
-    # Keep it well above the longest single send (about 4 x the SMTP timeout): a message is only
-    # handed over with at least half a lease left.
-    lease: timedelta = outbox.DEFAULT_LEASE
-    db_patience: timedelta = timedelta(seconds=60)  # how long a pass waits out a database outage
-    max_bounce_rate: float = 0.05
-    max_complaint_rate: float = 0.003
-    breaker_min_sample: int = 100  # rates over fewer messages say nothing
-
-    @cached_property
-    def domain(self) -> str:
-        return sender_domain(self.from_header)
-
 
 T = TypeVar("T")
 
 
 @dataclass
 class Sender:
-    sessions: sessionmaker[Session]
+    store: SendStore
     renderer: Renderer
     transport: Transport
     links: Links
     settings: MailSettings
-    planner: journey.Planner | None = None
     tracker: Tracker | None = None
     pacer: Pacer = field(default_factory=Pacer)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     clock: Callable[[], datetime] = utcnow  # the real clock, for leases
+    rng: random.Random = field(default_factory=random.Random)  # the retry jitter's (seeded in tests)
 
     def run_pass(
         self,
@@ -177,6 +89,8 @@ class Sender:
 
         Claiming runs ahead of sending: the connections always have about two chunks waiting,
         so none of them idles while the next batch is claimed."""
+        # Kept whole (over 60 lines): the claim-ahead loop, the halt and the release in `finally`
+        # are one piece of control flow, and splitting it would scatter who releases what.
         summary = PassSummary()
         if not prepared:
             summary.planned = self.prepare(now, key_prefix)
@@ -221,7 +135,7 @@ class Sender:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         future.result()  # re-raises TransportDown and the like, here
-                    self._check_bounces(summary)
+                    check_bounces(summary, self.settings)
             finally:
                 abort.set()
                 wait(pending)
@@ -231,24 +145,23 @@ class Sender:
     def prepare(self, now: datetime, key_prefix: str | None = None) -> int:
         """What a pass does once before sending, however many processes send it: queue the steps
         due at ``now`` and judge the complaint rate (raises CircuitOpen). Returns how many were queued."""
-        planned = self._plan(now) if self.planner is not None and key_prefix is None else 0
+        planned = self._plan(now) if key_prefix is None else 0
         if key_prefix is None or not key_prefix.startswith("sys:"):
-            self._check_complaints(now)
+            rates = self._db("reading the complaint rate", lambda: complaint_rate(self.store, now, self.settings))
+            check_complaints(*rates, self.settings)
         return planned
 
     def due(self, now: datetime, at_most: int, *, people: bool = False) -> int:
         """How many messages a pass at ``now`` would claim, counted up to ``at_most``; with
         ``people``, before planning: also the people whose next sequence step has come."""
-        def count() -> int:
-            with self.sessions() as session:
-                found = outbox.count_due(session, now=now, at_most=at_most)
-                if people and self.planner is not None and found < at_most:
-                    found += journey.people_due(session, now, at_most=at_most - found)
-                return found
-        return self._db("counting what is due", count)
+        return self._db("counting what is due", lambda: self.store.count_due(now, at_most=at_most, people=people))
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.settings.max_attempts, self.rng)
 
     def _db(self, what: str, work: Callable[[], T], patience: float | None = None) -> T:
-        """Database work that survives a dropped connection (tried again on a fresh one)."""
+        """Store work that survives a dropped connection (tried again on a fresh one)."""
         wait_for = self.settings.db_patience.total_seconds() if patience is None else patience
         try:
             return retrying(work, what=what, patience=wait_for)
@@ -257,22 +170,14 @@ class Sender:
 
     def _plan(self, now: datetime) -> int:
         """Queue the steps due at ``now``, a page of people per transaction."""
-        assert self.planner is not None
-
-        def page() -> tuple[int, bool]:
-            with transaction(self.sessions) as session:
-                return self.planner.plan_some(session, now)
         planned, more = 0, True
         while more:
-            count, more = self._db("planning what is due", page)
+            count, more = self._db("planning what is due", lambda: self.store.plan_page(now))
             planned += count
         return planned
 
     def _renew(self, until: datetime) -> set[int]:
-        def renew() -> set[int]:
-            with transaction(self.sessions) as session:
-                return outbox.renew(session, worker=self.worker, until=until)
-        return self._db("renewing this worker's leases", renew)
+        return self._db("renewing this worker's leases", lambda: self.store.renew(worker=self.worker, until=until))
 
     def _release(self, leases: Leases) -> None:
         """Give back what was claimed but never handed over. What was handed over and not
@@ -280,12 +185,8 @@ class Sender:
         unsent = leases.unhanded()
         if not unsent:
             return
-
-        def release() -> None:
-            with transaction(self.sessions) as session:
-                outbox.release(session, worker=self.worker, ids=unsent)
         try:
-            self._db("releasing unsent claims", release)
+            self._db("releasing unsent claims", lambda: self.store.release(worker=self.worker, ids=unsent))
         except DatabaseDown as exc:
             log.warning("%d unsent claims stay leased until their lease runs out (%s)", len(unsent), exc)
 
@@ -298,48 +199,15 @@ class Sender:
         affordable = int(per_second * self.settings.lease.total_seconds() / 4)
         return max(1, min(self.settings.batch_size, affordable))
 
-    def _check_bounces(self, summary: PassSummary) -> None:
-        attempted = summary.sent + summary.failed + summary.retried + summary.unknown
-        if attempted >= self.settings.breaker_min_sample and summary.bounced / attempted > self.settings.max_bounce_rate:
-            raise CircuitOpen(
-                f"paused: {summary.bounced} of {attempted} messages in this run bounced "
-                f"({summary.bounced / attempted:.1%}, limit {self.settings.max_bounce_rate:.1%}); "
-                "check where these addresses came from, then run again"
-            )
-
-    def _check_complaints(self, now: datetime) -> None:
-        """Complaints arrive later, by feedback loop: judge the last week, before sending anything.
-        Without a complaint there is nothing to judge; with some, the sends are counted only as
-        far as the verdict needs, so the check costs the same on any list size."""
-        since = now - timedelta(days=7)
-        limit = self.settings.max_complaint_rate
-
-        def rates() -> tuple[int, int]:
-            with self.sessions() as session:
-                complaints = outbox.recent_complainers(session, since=since)
-                if not complaints:
-                    return 0, 0
-                # Past this many sends the rate is under the limit whatever the true count.
-                enough = max(self.settings.breaker_min_sample, math.ceil(complaints / limit) + 1)
-                return complaints, outbox.recent_sent(session, since=since, at_most=enough)
-        complaints, sent = self._db("reading the complaint rate", rates)
-        if sent >= self.settings.breaker_min_sample and complaints / sent > limit:
-            raise CircuitOpen(
-                f"paused: {complaints} spam complaints for {sent} emails sent in the last 7 days "
-                f"({complaints / sent:.2%}, limit {limit:.2%}); "
-                "review the content and the audience before sending more"
-            )
-
     def _claim(self, now: datetime, size: int, key_prefix: str | None,
                leases: Leases) -> tuple[list[Claim] | None, int]:
         """The next batch (None when nothing is due any more) and how many rows were suppressed."""
         def claim() -> tuple[list[Claim], int, datetime]:
             real_now = leases.now()
-            with transaction(self.sessions) as session:
-                claims, suppressed = outbox.claim_batch(
-                    session, worker=self.worker, now=now, real_now=real_now, limit=size,
-                    lease=self.settings.lease, resend_unknown=self.settings.resend_unknown, key_prefix=key_prefix,
-                )
+            claims, suppressed = self.store.claim(
+                worker=self.worker, now=now, real_now=real_now, limit=size, lease=self.settings.lease,
+                resend_unknown=self.settings.resend_unknown, key_prefix=key_prefix,
+            )
             return claims, suppressed, real_now + self.settings.lease
         claims, suppressed, until = self._db("claiming messages", claim)
         leases.claimed((c.id for c in claims), until)
@@ -382,34 +250,15 @@ class Sender:
         return outcomes, suppressed
 
     def _still_wanted(self, claims: list[Claim]) -> tuple[set[int], list[int]]:
-        """Ids whose subscriber still wants them; the others are suppressed, never sent. A read,
-        so it never queues for SQLite's write lock unless someone left."""
-        def check() -> tuple[set[int], list[int]]:
-            with self.sessions() as session:
-                wanted = outbox.still_wanted(session, claims)
-            unwanted = [c.id for c in claims if c.id not in wanted]
-            if unwanted:
-                with transaction(self.sessions) as session:
-                    outbox.suppress_unwanted(session, unwanted)
-            return wanted, unwanted
-        return self._db("checking who still wants their mail", check)
+        """Ids whose subscriber still wants them; the others are suppressed, never sent."""
+        wanted = self._db("checking who still wants their mail", lambda: self.store.keep_wanted(claims))
+        return wanted, [c.id for c in claims if c.id not in wanted]
 
     def _record(self, outcomes: list[Outcome], now: datetime, leases: Leases) -> list[Outcome]:
         """Write the outcomes of messages the server has (or may have), keeping them until the
         database takes them: as long as the rows stay leased to us, nobody resends them."""
         def write() -> list[Outcome]:
-            with transaction(self.sessions) as session:
-                written = outbox.record_outcomes(session, outcomes, now=now, worker=self.worker)
-                # A marketing email that failed holds no day: the person's next step may go sooner.
-                outbox.replan(session, (o.claim.subscriber_id for o in written
-                                        if o.state is OutboxState.failed and not o.claim.key.startswith("sys:")))
-                for outcome in written:
-                    if outcome.bounced:
-                        claim = outcome.claim
-                        subscribers.mark_status(session, claim.subscriber_id, Status.bounced, now)
-                        outbox.record_event(session, "bounced", now, subscriber_id=claim.subscriber_id,
-                                            outbox_id=claim.id, detail=outcome.reply)
-            return written
+            return self.store.record(outcomes, now=now, worker=self.worker)
         try:
             # Patience up to the lease: after it, another worker may take the rows over anyway.
             written = self._db(f"recording {len(outcomes)} messages already handed to the mail server", write,
@@ -433,13 +282,11 @@ class Sender:
         try:
             data = self.build(claim, now)
         except RenderError as exc:
-            # The template's fault, not the message's: held, never given up, and not counted as an
-            # attempt, so a template broken over a weekend loses nobody's email, and once it is
-            # fixed the message goes within RENDER_RETRY. Said once per template by the pass's
-            # summary (send-due, the scheduler, /admin).
+            # Held, not counted as an attempt (outcomes.held_for_content). Said once per template
+            # by the pass's summary (send-due, the scheduler, /admin).
             reason = f"render error: {one_line(exc)}"
             log.debug("cannot render outbox row %s (%s): %s", claim.id, claim.template, reason)
-            return Outcome(claim, OutboxState.retry, reason, now + RENDER_RETRY, content_error=True)
+            return held_for_content(claim, reason, now)
         except Exception as exc:  # noqa: BLE001 - signing, a header, an address: this message's own fault
             log.warning("cannot build outbox row %s: %s", claim.id, one_line(exc))
             return self._failure(claim, f"build error: {one_line(exc)}", now)
@@ -450,20 +297,18 @@ class Sender:
             raise
         except NoReply as exc:
             log.warning("no reply after DATA for outbox row %s: %s", claim.id, exc)
-            return Outcome(claim, OutboxState.unknown, str(exc), now + UNKNOWN_RESEND_AFTER)
+            return no_reply(claim, str(exc), now)
         except Undeliverable as exc:
             log.warning("outbox row %s cannot be delivered: %s", claim.id, exc)
             return Outcome(claim, OutboxState.failed, f"undeliverable: {one_line(exc)}")
         except Exception as exc:  # noqa: BLE001 - one message's fault is that message's outcome
             log.warning("sending outbox row %s failed: %s", claim.id, one_line(exc))
             return self._failure(claim, f"send error: {one_line(exc)}", now)
-        return self.classify(claim, reply, now)
+        return self.backoff.classify(claim, reply, now)
 
     def _failure(self, claim: Claim, reason: str, now: datetime) -> Outcome:
         """Retried with the usual backoff until the attempts run out, then failed."""
-        if claim.attempts < self.settings.max_attempts:
-            return Outcome(claim, OutboxState.retry, reason, now + retry_delay(claim.attempts))
-        return Outcome(claim, OutboxState.failed, reason)
+        return self.backoff.failure(claim, reason, now)
 
     def content(self, claim: Claim, now: datetime) -> tuple[Rendered, dict[str, str]]:
         """The rendered email for this outbox row, before tracking, and its per-recipient values."""
@@ -501,24 +346,3 @@ class Sender:
             extra_headers=stream.message_headers(claim.key),
             dkim=self.settings.dkim,
         )
-
-    def classify(self, claim: Claim, reply: Reply, now: datetime) -> Outcome:
-        """2xx sent; 4xx retry with backoff until max attempts; 5xx failed (5.1.x, 5.2.1: bounced)."""
-        if 200 <= reply.code < 300:
-            return Outcome(claim, OutboxState.sent, str(reply))
-        if 400 <= reply.code < 500:
-            return self._failure(claim, str(reply), now)
-        bounced = reply.code >= 500 and bool(_BOUNCE_STATUS.search(reply.text))
-        return Outcome(claim, OutboxState.failed, str(reply), bounced=bounced)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one short line: its type and first line, for logs and the outbox row."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
-
-
-def retry_delay(attempts: int, rng: random.Random = random.Random()) -> timedelta:
-    """Exponential backoff with +-20% jitter, so a server's backlog is not hit all at once."""
-    base = RETRY_BASE * RETRY_FACTOR ** (attempts - 1)
-    return base * rng.uniform(0.8, 1.2)

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from nurture.config import Settings
-from nurture.sender import PassStopped, PassSummary, Sender
+from nurture.pass_summary import PassStopped, PassSummary
+from nurture.sender import Sender
 
 log = logging.getLogger(__name__)
 

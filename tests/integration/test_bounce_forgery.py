@@ -21,7 +21,7 @@ from nurture.bounces import ingest, recent_unverified
 from nurture.db import transaction
 from nurture.models import Event, Status, Subscriber
 from nurture.runtime import Runtime
-from nurture.sender import CircuitOpen
+from nurture.pass_summary import CircuitOpen
 from nurture.transports import MemoryTransport
 from nurture.web import create_app
 from nurture.web.admin import mount_admin

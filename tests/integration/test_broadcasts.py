@@ -176,7 +176,7 @@ def test_broadcast_crosses_a_real_smtp_server(tmp_path, database_url, smtp_serve
 
 
 def test_bounce_storm_trips_the_circuit_breaker(runtime, memory_transport):
-    from nurture.sender import CircuitOpen
+    from nurture.pass_summary import CircuitOpen
 
     bulk_confirmed(runtime.sessions, 400, T0 - timedelta(minutes=1))
     memory_transport.replies = [Reply(550, "5.1.1 no such user")] * 10 + [Reply(250, "ok")] * 390

@@ -178,7 +178,7 @@ def test_a_template_broken_for_days_holds_its_mail_without_giving_it_up_and_it_g
     email), and the message goes at the first pass after the file is back."""
     from datetime import timedelta
 
-    from nurture.sender import RENDER_RETRY
+    from nurture.outcomes import RENDER_RETRY
 
     templates = tmp_path / "templates"
     import shutil

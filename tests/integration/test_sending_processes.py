@@ -16,7 +16,7 @@ from conftest import make_settings
 from factories import bulk_confirmed
 from nurture.models import OutboxMessage, OutboxState
 from nurture.runtime import Runtime
-from nurture.sender import TransportDown
+from nurture.pass_summary import TransportDown
 from nurture.sending_processes import SendingPass, shares
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago, inside the send window
@@ -98,7 +98,7 @@ def test_children_started_before_planning_end_with_it_when_planning_stops_the_pa
     opens), they end without sending anything."""
     import multiprocessing
 
-    from nurture.sender import CircuitOpen
+    from nurture.pass_summary import CircuitOpen
 
     runtime, passes = spread(tmp_path, sqlite_url, smtp_server.url, 50)
 

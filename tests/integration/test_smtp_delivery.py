@@ -14,7 +14,7 @@ from conftest import make_settings
 from factories import confirmed
 from nurture.models import Event, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.runtime import Runtime
-from nurture.sender import TransportDown
+from nurture.pass_summary import TransportDown
 from nurture.web import create_app
 
 # 15:00 UTC is 09:00 in Chicago: inside the default send window.

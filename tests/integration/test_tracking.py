@@ -111,7 +111,7 @@ def test_open_pixel_only_when_turned_on(tmp_path, database_url, memory_transport
     confirmed(rt.sessions, "reader@example.com", T0)
     sender = rt.sender()
     with rt.sessions() as session, session.begin():
-        sender.planner(session, T0)
+        sender.store.planner(session, T0)
         for row in session.scalars(select(OutboxMessage).where(OutboxMessage.key.startswith("seq:"))):
             row.track_opens = True
     sender.run_pass(T0)

@@ -42,7 +42,7 @@ def test_unsubscribe_before_the_claim_always_wins(runtime, memory_transport):
     bulk_confirmed(runtime.sessions, 3, T0 - timedelta(minutes=1))
     sender = runtime.sender()
     with transaction(runtime.sessions) as session:
-        sender.planner(session, T0)  # queued, not yet claimed
+        sender.store.planner(session, T0)  # queued, not yet claimed
         leaver = session.scalar(select(Subscriber).where(Subscriber.email == "r1@example.com"))
         subscribers.unsubscribe(session, leaver.id, now=T0, request=REQUEST)
     sender.run_pass(T0)

@@ -195,7 +195,7 @@ def broadcast_send(
     from nurture import broadcasts
     from nurture.db import transaction
     from nurture.journey import Planner
-    from nurture.sender import PassStopped
+    from nurture.pass_summary import PassStopped
 
     s = settings()
     instant = parse_now(now, zone=s.timezone)

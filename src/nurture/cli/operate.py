@@ -116,7 +116,7 @@ def send_due(
     """One pass: queue the sequence steps due at NOW and send everything due."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from nurture.sender import PassStopped
+    from nurture.pass_summary import PassStopped
 
     s = settings()
     instant = parse_now(now, zone=s.timezone)

@@ -19,7 +19,8 @@ from datetime import datetime
 
 from nurture.config import Settings
 from nurture.clock import utcnow
-from nurture.sender import PassStopped, Sender
+from nurture.pass_summary import PassStopped
+from nurture.sender import Sender
 
 log = logging.getLogger(__name__)
 
