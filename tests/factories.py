@@ -52,3 +52,17 @@ def bulk_confirmed(sessions, count: int, at: datetime, zone: str = "America/Chic
                 for i in range(count)
             ],
         )
+
+
+def subscriber(sessions, email: str, at: datetime, *, status: Status = Status.confirmed, series: bool = True,
+               newsletter: bool = True) -> int:
+    """One subscriber row as it stands (any status and wishes), nothing queued and nothing to plan
+    for a month; returns its id. For tests of the outbox and the sender's store."""
+    from nurture.subscribers import stored_hash
+
+    with transaction(sessions) as session:
+        return session.execute(Subscriber.__table__.insert().returning(Subscriber.id), dict(
+            email=email, email_hash=stored_hash(session, email), first_name="Ann", timezone="Europe/Paris",
+            status=status, wants_series=series, wants_newsletter=newsletter, sequence="nurture", tags=[],
+            created_at=at, updated_at=at, confirmed_at=at, status_changed_at=at, confirm_round=1,
+            next_due_at=at + timedelta(days=30))).scalar_one()

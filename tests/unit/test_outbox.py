@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select, update
 
+from factories import subscriber
 from nurture import outbox
 from nurture.db import make_engine, session_factory, transaction
 from nurture.models import UNPLANNED, Event, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.outbox import Outcome
-from nurture.subscribers import stored_hash
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 LEASE = timedelta(minutes=5)
@@ -27,14 +27,8 @@ def sessions(sqlite_url):
     engine.dispose()
 
 
-def person(sessions, email: str, *, status: Status = Status.confirmed, series: bool = True,
-           newsletter: bool = True) -> int:
-    with transaction(sessions) as session:
-        return session.execute(Subscriber.__table__.insert().returning(Subscriber.id), dict(
-            email=email, email_hash=stored_hash(session, email), first_name="Ann", timezone="Europe/Paris",
-            status=status, wants_series=series, wants_newsletter=newsletter, sequence="nurture", tags=[],
-            created_at=T0, updated_at=T0, confirmed_at=T0, status_changed_at=T0, confirm_round=1,
-            next_due_at=T0 + timedelta(days=30))).scalar_one()
+def person(sessions, email: str, **wishes) -> int:
+    return subscriber(sessions, email, T0, **wishes)
 
 
 def queue(sessions, sid: int, key: str, due: datetime = T0, template: str = WELCOME) -> None:
