@@ -51,7 +51,7 @@ from nurture.ratelimit import Pacer
 from nurture.rendering import Rendered, RenderError, Renderer
 from nurture.send_store import SendStore
 from nurture.tracking import Tracker, untracked_links
-from nurture.transports import NoReply, Transport, Undeliverable, Unreachable
+from nurture.transports import NoReply, Reply, Transport, Undeliverable, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ class Sender:
         except Exception as exc:  # noqa: BLE001 - one message's fault is that message's outcome
             log.warning("sending outbox row %s failed: %s", claim.id, one_line(exc))
             return self._failure(claim, f"send error: {one_line(exc)}", now)
-        return self.backoff.classify(claim, reply, now)
+        return self.classify(claim, reply, now)
 
     def _failure(self, claim: Claim, reason: str, now: datetime) -> Outcome:
         """Retried with the usual backoff until the attempts run out, then failed."""
@@ -346,3 +346,7 @@ class Sender:
             extra_headers=stream.message_headers(claim.key),
             dkim=self.settings.dkim,
         )
+
+    def classify(self, claim: Claim, reply: Reply, now: datetime) -> Outcome:
+        """2xx sent; 4xx retry with backoff until max attempts; 5xx failed (5.1.x, 5.2.1: bounced)."""
+        return self.backoff.classify(claim, reply, now)
