@@ -1,4 +1,4 @@
-"""What the sender needs to know about the mail it sends, taken from Settings by the entry point."""
+"""The sender's settings: its part of Settings, gathered by the runtime (nurture.runtime)."""
 
 from __future__ import annotations
 

@@ -72,9 +72,9 @@ class MemoryStore:
     rows: dict[int, Row] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)  # every operation called, in order
-    _faults: dict[str, int] = field(default_factory=dict)
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
-    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _faults: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1), init=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
 
     # What tests set up.
 

@@ -62,6 +62,9 @@ T = TypeVar("T")
 
 @dataclass
 class Sender:
+    """Sends passes for one worker: its store, renderer, transport and settings, its own worker
+    id (so one sender's release never touches another's claims) and retry jitter."""
+
     store: SendStore
     renderer: Renderer
     transport: Transport
