@@ -106,6 +106,14 @@ class MessageKey:
         raise ValueError(f"not an outbox key: {text!r} (expected seq:<sequence>:<step>, bcast:<id> "
                          "or sys:confirm:<round>)")
 
+    @classmethod
+    def parse_or_none(cls, text: str) -> MessageKey | None:
+        """The key stored as ``text``, or None when it is not one of ours (for reading many rows)."""
+        try:
+            return cls.parse(text)
+        except ValueError:
+            return None
+
     @staticmethod
     def sequence_prefix(sequence: str) -> str:
         """The stored prefix of every step of one sequence (``seq:nurture:``)."""

@@ -41,6 +41,7 @@ from nurture.clock import utcnow
 from nurture.db import DatabaseUnavailable, retrying, transaction
 from nurture.leases import Leases
 from nurture.links import Links
+from nurture.message_key import SYSTEM_PREFIX
 from nurture.compose import Draft, compose, outbox_draft, render
 from nurture.messages import Dkim, Streams, sender_domain
 from nurture.models import OutboxState, Status
@@ -233,7 +234,7 @@ class Sender:
         """What a pass does once before sending, however many processes send it: queue the steps
         due at ``now`` and judge the complaint rate (raises CircuitOpen). Returns how many were queued."""
         planned = self._plan(now) if self.planner is not None and key_prefix is None else 0
-        if key_prefix is None or not key_prefix.startswith("sys:"):
+        if key_prefix is None or not key_prefix.startswith(SYSTEM_PREFIX):
             self._check_complaints(now)
         return planned
 
@@ -403,7 +404,7 @@ class Sender:
                 written = outbox.record_outcomes(session, outcomes, now=now, worker=self.worker)
                 # A marketing email that failed holds no day: the person's next step may go sooner.
                 outbox.replan(session, (o.claim.subscriber_id for o in written
-                                        if o.state is OutboxState.failed and not o.claim.key.startswith("sys:")))
+                                        if o.state is OutboxState.failed and not o.claim.key.startswith(SYSTEM_PREFIX)))
                 for outcome in written:
                     if outcome.bounced:
                         claim = outcome.claim

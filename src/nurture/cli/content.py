@@ -189,6 +189,7 @@ def broadcast_send(
     from nurture import broadcasts
     from nurture.db import transaction
     from nurture.journey import Planner
+    from nurture.message_key import MessageKey
     from nurture.sender import PassStopped
 
     s = settings()
@@ -201,7 +202,7 @@ def broadcast_send(
                                            window=planner.window) if include_new else 0
             broadcasts.send_now(session, broadcast_id, now=instant, window=planner.window)
             held = broadcasts.deferred(session, broadcast_id, now=instant)
-        summary = rt.sender().run_pass(instant, key_prefix=f"bcast:{broadcast_id}")
+        summary = rt.sender().run_pass(instant, key_prefix=str(MessageKey.broadcast(broadcast_id)))
     except (broadcasts.BroadcastError, PassStopped) as exc:
         raise Fail(str(exc)) from None
     finally:
