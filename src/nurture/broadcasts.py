@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from nurture import outbox
 from nurture.journey import Window, key_of, marketing_history
+from nurture.message_key import BROADCAST_PREFIX, MessageKey
 from nurture.models import Broadcast, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.sequences import Sequence, Step
 
@@ -109,7 +110,7 @@ def deferred(session: Session, broadcast_id: int, *, now: datetime) -> int:
     """How many copies still wait after ``now`` (for ``broadcast send`` to say so): right after
     send_now, those held to the recipient's next local day because they had a sequence email today."""
     return session.scalar(
-        select(func.count()).where(OutboxMessage.key == f"bcast:{broadcast_id}",
+        select(func.count()).where(OutboxMessage.key == str(MessageKey.broadcast(broadcast_id)),
                                    OutboxMessage.state == OutboxState.queued, OutboxMessage.due_at > now)
     ) or 0
 
@@ -132,19 +133,19 @@ def cancel(session: Session, broadcast_id: int) -> int:
 
 def list_broadcasts(session: Session) -> list[BroadcastStatus]:
     broadcasts = session.scalars(select(Broadcast).order_by(Broadcast.id)).all()
-    counts: dict[str, Counter] = {f"bcast:{b.id}": Counter() for b in broadcasts}
+    counts: dict[str, Counter] = {_key(b): Counter() for b in broadcasts}
     for key, state, count in session.execute(
         select(OutboxMessage.key, OutboxMessage.state, func.count())
-        .where(OutboxMessage.key.startswith("bcast:"))
+        .where(OutboxMessage.key.startswith(BROADCAST_PREFIX))
         .group_by(OutboxMessage.key, OutboxMessage.state)
     ):
         if key in counts:
             counts[key][state.value] += count
-    return [BroadcastStatus(b, dict(counts[f"bcast:{b.id}"])) for b in broadcasts]
+    return [BroadcastStatus(b, dict(counts[_key(b)])) for b in broadcasts]
 
 
 def _key(broadcast: Broadcast) -> str:
-    return f"bcast:{broadcast.id}"
+    return str(MessageKey.broadcast(broadcast.id))
 
 
 def _open(session: Session, broadcast_id: int) -> Broadcast:

@@ -18,6 +18,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
+from nurture.message_key import ALL_PREFIXES, Kind, MessageKey
 from nurture.models import Broadcast, ConsentEvent, Event, OutboxMessage, Status
 from nurture.subscribers import find_by_email, stored_hash
 from nurture.validation import normalise_email
@@ -47,7 +48,8 @@ def export_personal(session: Session, email: str) -> dict[str, Any] | None:
         .where(or_(Event.subscriber_id == sid, Event.outbox_id.in_([m.id for m in messages] or [-1])))
         .order_by(Event.id)
     ).all()
-    broadcast_ids = sorted({int(m.key.split(":", 1)[1]) for m in messages if _is_broadcast(m.key)})
+    keys = (MessageKey.parse_or_none(m.key) for m in messages)
+    broadcast_ids = sorted({k.broadcast_id for k in keys if k is not None and k.kind is Kind.BROADCAST})
     broadcasts = session.scalars(
         select(Broadcast).where(Broadcast.id.in_(broadcast_ids or [-1])).order_by(Broadcast.id)
     ).all()
@@ -137,7 +139,7 @@ def erase(session: Session, email: str, *, now: datetime) -> bool:
     subscriber.status = Status.erased
     subscriber.status_changed_at = subscriber.updated_at = now
     session.flush()
-    outbox.cancel_pending(session, sid, ("seq:", "bcast:", "sys:"), now=now)
+    outbox.cancel_pending(session, sid, ALL_PREFIXES, now=now)
     session.execute(
         update(ConsentEvent).where(ConsentEvent.subscriber_id == sid).values(ip=None, user_agent=None)
     )
@@ -175,11 +177,6 @@ def _kept_detail(kind: str, detail: str, address: str) -> str | None:
     local = address.split("@", 1)[0]
     plain = unquote(link).lower()
     return None if address in plain or (len(local) >= 4 and local in plain) else link
-
-
-def _is_broadcast(key: str) -> bool:
-    prefix, _, rest = key.partition(":")
-    return prefix == "bcast" and rest.isdigit()
 
 
 def _time(value: datetime | None) -> str | None:

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from nurture import outbox
 from nurture.db import insert_or_not
+from nurture.message_key import BROADCAST_PREFIX, MARKETING_PREFIXES, SEQUENCE_PREFIX, MessageKey
 from nurture.models import NEVER, UNPLANNED, OutboxMessage, PlannerState, Status, Subscriber
 from nurture.sequences import Sequence, Step, TemplateFormatError, load_sequences
 
@@ -68,7 +69,8 @@ class Window:
 
 
 def key_of(step: Step) -> str:
-    return f"seq:{step.sequence}:{step.key}"
+    """The outbox key of a sequence step."""
+    return str(MessageKey.sequence_step(step.sequence, step.key))
 
 
 def next_step(sequence: Sequence, done_keys: set[str]) -> Step | None:
@@ -242,20 +244,20 @@ def marketing_history(
     """One query over the marketing rows (sequence and newsletter) of everyone, or of the
     subscribers in ``ids``."""
     history = MarketingHistory(defaultdict(set), {}, defaultdict(list))
-    marketing = or_(OutboxMessage.key.startswith("seq:"), OutboxMessage.key.startswith("bcast:"))
+    marketing = or_(*(OutboxMessage.key.startswith(prefix) for prefix in MARKETING_PREFIXES))
     query = select(OutboxMessage.subscriber_id, OutboxMessage.key,
                    func.coalesce(OutboxMessage.sent_at, OutboxMessage.due_at), OutboxMessage.state).where(marketing)
     if ids is not None:
         query = query.where(OutboxMessage.subscriber_id.in_(ids))
     for sid, key, at, state in session.execute(query):
-        if key.startswith("seq:"):
+        if key.startswith(SEQUENCE_PREFIX):
             history.done[sid].add(key)
         if state.value not in _ACTIVE:
             continue
         if at <= now:
             if sid not in history.last or at > history.last[sid]:
                 history.last[sid] = at
-        elif key.startswith("bcast:"):
+        elif key.startswith(BROADCAST_PREFIX):
             history.upcoming[sid].append(at)
     return history
 

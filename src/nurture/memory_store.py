@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
 
+from nurture.message_key import BROADCAST_PREFIX, SYSTEM_PREFIX
 from nurture.models import OutboxState, Status
 from nurture.outbox import Claim, Outcome, wanted
 
@@ -218,7 +219,7 @@ class MemoryStore:
         for row_id in ids:
             row = self.rows[row_id]
             row.state, row.worker, row.lease_until = OutboxState.suppressed, None, None
-            if row.key.startswith("bcast:"):
+            if row.key.startswith(BROADCAST_PREFIX):
                 self.people[row.subscriber_id].replanned = True
 
     def _write(self, outcome: Outcome, now: datetime) -> None:
@@ -231,7 +232,7 @@ class MemoryStore:
         row.due_at = outcome.next_attempt_at or now
         if outcome.state in (OutboxState.sent, OutboxState.failed):
             self.events.append(Event(outcome.state.value, now, claim.subscriber_id, claim.id, outcome.reply))
-        if outcome.state is OutboxState.failed and not claim.key.startswith("sys:"):
+        if outcome.state is OutboxState.failed and not claim.key.startswith(SYSTEM_PREFIX):
             self.people[claim.subscriber_id].replanned = True
         if outcome.bounced:
             self._bounce(claim, now, outcome.reply)

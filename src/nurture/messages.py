@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from nurture.addresses import wire_address
+from nurture.message_key import Kind, MessageKey, kind_of
 from nurture.rendering import Rendered
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -79,11 +80,12 @@ class Stream:
     feedback_sender: str | None = None  # the last field of Feedback-ID; None: no Feedback-ID
     unsubscribe_mailbox: str | None = None  # the address of List-Unsubscribe's mailto: (marketing)
 
-    def message_headers(self, key: str) -> dict[str, str]:
+    def message_headers(self, key: str | MessageKey | None) -> dict[str, str]:
         """This stream's own headers for the outbox row ``key``: the constant ones and, on marketing
-        mail, Gmail's Feedback-ID (campaign:stream:sender, so spam rates are reported per campaign)."""
+        mail, Gmail's Feedback-ID (campaign:stream:sender, so spam rates are reported per campaign).
+        A preview (no key) has no campaign."""
         headers = dict(self.headers)
-        if self.feedback_sender:
+        if self.feedback_sender and key is not None:
             headers["Feedback-ID"] = f"{campaign(key)}:{self.name}:{self.feedback_sender}"
         return headers
 
@@ -94,20 +96,25 @@ class Streams:
     newsletter: Stream
     transactional: Stream
 
-    def for_key(self, key: str) -> Stream:
-        """The stream of an outbox row, by its key (seq:..., bcast:..., sys:...)."""
-        if key.startswith("seq:"):
+    def for_key(self, key: str | MessageKey) -> Stream:
+        """The stream of an outbox row, by the kind of its key."""
+        kind = kind_of(key)
+        if kind is Kind.SEQUENCE_STEP:
             return self.sequence
-        if key.startswith("bcast:"):
+        if kind is Kind.BROADCAST:
             return self.newsletter
         return self.transactional
 
 
-def campaign(key: str) -> str:
+def campaign(key: str | MessageKey) -> str:
     """Feedback-ID's campaign field for an outbox key: ``seq:nurture:welcome`` -> ``nurture.welcome``,
     ``bcast:12`` -> ``newsletter.12`` (no colons: they separate Feedback-ID's fields)."""
-    kind, _, rest = key.partition(":")
-    return ("newsletter." + rest if kind == "bcast" else rest).replace(":", ".")
+    key = key if isinstance(key, MessageKey) else MessageKey.parse(key)
+    if key.kind is Kind.SEQUENCE_STEP:
+        return f"{key.sequence}.{key.step}"
+    if key.kind is Kind.BROADCAST:
+        return f"newsletter.{key.broadcast_id}"
+    return f"confirm.{key.round}"
 
 
 def make_streams(*, from_header: str, list_name: str, sequence: str, transactional_from: str | None = None,

@@ -22,6 +22,7 @@ from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, updat
 from sqlalchemy.orm import Session
 
 from nurture.db import insert_or_not
+from nurture.message_key import BROADCAST_PREFIX, Kind, kind_of
 from nurture.models import UNPLANNED, Event, OutboxMessage, OutboxState, Status, Subscriber
 
 DEFAULT_LEASE = timedelta(minutes=5)
@@ -90,13 +91,14 @@ def queued_row(*, subscriber_id: int, key: str, template: str, due_at: datetime,
 def wanted(key: str, status: Status, wants_series: bool, wants_newsletter: bool) -> bool:
     """Does the subscriber still want this message? Checked again at claim time and just before
     sending, so a withdrawal committed before either always wins."""
-    if key.startswith("sys:confirm:"):
+    kind = kind_of(key)
+    if kind is Kind.CONFIRMATION:
         return status is Status.pending
     if status is not Status.confirmed:
         return False
-    if key.startswith("seq:"):
+    if kind is Kind.SEQUENCE_STEP:
         return wants_series
-    if key.startswith("bcast:"):
+    if kind is Kind.BROADCAST:
         return wants_newsletter
     return True
 
@@ -282,7 +284,7 @@ def suppress_unwanted(session: Session, ids: Iterable[int]) -> None:
             .values(state=OutboxState.suppressed, worker=None, lease_until=None)
         )
         replan(session, select(OutboxMessage.subscriber_id)
-               .where(OutboxMessage.id.in_(ids), OutboxMessage.key.startswith("bcast:")))
+               .where(OutboxMessage.id.in_(ids), OutboxMessage.key.startswith(BROADCAST_PREFIX)))
 
 
 def release(session: Session, *, worker: str, ids: Iterable[int] | None = None) -> int:
@@ -316,7 +318,7 @@ def cancel_pending(session: Session, subscriber_id: int, prefixes: tuple[str, ..
         )
         .values(state=OutboxState.suppressed)
     )
-    if "bcast:" in prefixes:
+    if BROADCAST_PREFIX in prefixes:
         replan(session, [subscriber_id])
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.journey import key_of, next_step
+from nurture.message_key import SEQUENCE_PREFIX
 from nurture.models import OutboxMessage, OutboxState, Status, Subscriber
 from nurture.sequences import Sequence
 from nurture.subscribers import may_resume
@@ -80,7 +81,7 @@ def withdrawal_scope(state: Preferences, change: Change) -> str:
 def preferences_of(session: Session, subscriber: Subscriber, sequence: Sequence | None) -> Preferences:
     """The person's state, and only the changes that would change something for them."""
     rows = session.execute(select(OutboxMessage.key, OutboxMessage.state).where(
-        OutboxMessage.subscriber_id == subscriber.id, OutboxMessage.key.startswith("seq:"))).all()
+        OutboxMessage.subscriber_id == subscriber.id, OutboxMessage.key.startswith(SEQUENCE_PREFIX))).all()
     had = {key for key, state in rows if state not in _UNSENT}
     in_flight = any(state in _OPEN for _key, state in rows)
     sent_keys = {key for key, state in rows if state is OutboxState.sent}

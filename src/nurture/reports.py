@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Date, and_, case, cast, distinct, func, or_, select
 from sqlalchemy.orm import Session
 
+from nurture.message_key import BROADCAST_PREFIX, MARKETING_PREFIXES, MessageKey
 from nurture.models import Broadcast, Event, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.sequences import Sequence
 
@@ -33,7 +34,6 @@ __all__ = [
     "funnel", "problems", "queue_counts", "recent_deliveries", "signups_per_day", "upcoming",
 ]
 
-_MARKETING = ("seq:", "bcast:")
 # Confirmed and still wanting the series: the steps not sent to them yet are still to come.
 _IN_SERIES = and_(Subscriber.status == Status.confirmed, Subscriber.wants_series.is_(True),
                   Subscriber.confirmed_at.is_not(None))
@@ -97,6 +97,11 @@ class BroadcastFigures(_Rates):
     openers: int = 0
     unsubscribed: int = 0
     bounced: int = 0
+
+    @property
+    def key(self) -> str:
+        """The outbox key of this issue's copies (the admin page names its figures by it)."""
+        return str(MessageKey.broadcast(self.id))
 
 
 @dataclass(frozen=True)
@@ -177,8 +182,8 @@ def funnel(session: Session, *, since: datetime | None, sequence: Sequence, cons
         issues = issues.where(Broadcast.send_at >= since)
     broadcasts = session.scalars(issues).all()
 
-    step_keys = {f"seq:{sequence.name}:{step.key}": step for step in sequence.steps}
-    issue_keys = {f"bcast:{b.id}": b for b in broadcasts}
+    step_keys = {str(MessageKey.sequence_step(sequence.name, step.key)): step for step in sequence.steps}
+    issue_keys = {str(MessageKey.broadcast(b.id)): b for b in broadcasts}
     keys = [*step_keys, *issue_keys]
     per_key = _per_message(session, keys, in_cohort, goal_click) if keys else {}
     unsubscribed = _unsubscribes_by_key(session, keys, in_cohort) if keys else {}
@@ -294,7 +299,7 @@ def _unsubscribes_by_key(session: Session, keys: list[str], in_cohort) -> dict[s
             OutboxMessage.subscriber_id == Event.subscriber_id,
             OutboxMessage.sent_at.is_not(None),
             OutboxMessage.sent_at <= Event.created_at,
-            or_(*(OutboxMessage.key.startswith(prefix) for prefix in _MARKETING)),
+            or_(*(OutboxMessage.key.startswith(prefix) for prefix in MARKETING_PREFIXES)),
         )
         .order_by(OutboxMessage.sent_at.desc(), OutboxMessage.id.desc())
         .limit(1)
@@ -321,7 +326,7 @@ def _cohort(query, in_cohort):
     if in_cohort is None:
         return query
     return query.join(Subscriber, Subscriber.id == OutboxMessage.subscriber_id).where(
-        or_(OutboxMessage.key.startswith("bcast:"), in_cohort))
+        or_(OutboxMessage.key.startswith(BROADCAST_PREFIX), in_cohort))
 
 
 def signups_per_day(session: Session, *, days: int, now: datetime, zone: str = "UTC") -> list[tuple[date, int]]:

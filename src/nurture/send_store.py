@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nurture import journey, outbox
 from nurture.db import transaction
+from nurture.message_key import SYSTEM_PREFIX
 from nurture.models import OutboxState
 from nurture.outbox import Claim, Outcome
 
@@ -115,7 +116,7 @@ class SqlSendStore:
             written = outbox.record_outcomes(session, outcomes, now=now, worker=worker)
             # A marketing email that failed holds no day: the person's next step may go sooner.
             outbox.replan(session, (o.claim.subscriber_id for o in written
-                                    if o.state is OutboxState.failed and not o.claim.key.startswith("sys:")))
+                                    if o.state is OutboxState.failed and not o.claim.key.startswith(SYSTEM_PREFIX)))
             for outcome in written:
                 if outcome.bounced:
                     claim = outcome.claim

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 from datetime import datetime
 
@@ -41,8 +41,9 @@ from nurture.clock import utcnow
 from nurture.db import DatabaseUnavailable, retrying
 from nurture.leases import Leases
 from nurture.links import Links
+from nurture.compose import Draft, compose, outbox_draft, render
 from nurture.mail_settings import MailSettings
-from nurture.messages import build_message, message_id
+from nurture.message_key import SYSTEM_PREFIX
 from nurture.models import OutboxState
 from nurture.outbox import Claim, Outcome
 from nurture.outcomes import Backoff, held_for_content, no_reply, one_line
@@ -50,7 +51,7 @@ from nurture.pass_summary import DatabaseDown, PassSummary, TransportDown
 from nurture.ratelimit import Pacer
 from nurture.rendering import Rendered, RenderError, Renderer
 from nurture.send_store import SendStore
-from nurture.tracking import Tracker, untracked_links
+from nurture.tracking import Tracker
 from nurture.transports import NoReply, Reply, Transport, Undeliverable, Unreachable
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class Sender:
         """What a pass does once before sending, however many processes send it: queue the steps
         due at ``now`` and judge the complaint rate (raises CircuitOpen). Returns how many were queued."""
         planned = self._plan(now) if key_prefix is None else 0
-        if key_prefix is None or not key_prefix.startswith("sys:"):
+        if key_prefix is None or not key_prefix.startswith(SYSTEM_PREFIX):
             rates = self._db("reading the complaint rate", lambda: complaint_rate(self.store, now, self.settings))
             check_complaints(*rates, self.settings)
         return planned
@@ -315,40 +316,16 @@ class Sender:
 
     def content(self, claim: Claim, now: datetime) -> tuple[Rendered, dict[str, str]]:
         """The rendered email for this outbox row, before tracking, and its per-recipient values."""
-        if claim.key.startswith("sys:confirm:"):
-            round_ = int(claim.key.rsplit(":", 1)[1])
-            recipient = {"confirm_url": self.links.confirm(claim.subscriber_id, round_, now)}
-        else:
-            unsubscribe_url = self.links.unsubscribe(claim.subscriber_id)
-            recipient = {
-                "first_name": claim.first_name or "",
-                "unsubscribe_url": unsubscribe_url,
-                "preferences_url": self.links.preferences(unsubscribe_url),
-            }
-        return self.renderer.render(claim.template, recipient), recipient
+        draft = self._draft(claim, now)
+        return render(draft, self.renderer), dict(draft.values)
 
     def build(self, claim: Claim, now: datetime) -> bytes:
         """The exact bytes of this outbox row's message (the same Message-ID on every attempt)."""
-        rendered, recipient = self.content(claim, now)
-        is_marketing = "unsubscribe_url" in recipient
-        if is_marketing and self.tracker is not None:
-            # Never tracked: the confirmation (no consent yet), and untracked_links.
-            html = self.tracker.rewrite(rendered.html, claim.id, untracked=untracked_links(recipient),
-                                        track_opens=claim.track_opens)
-            rendered = replace(rendered, html=html)
-        stream = self.settings.streams.for_key(claim.key)
-        return build_message(
-            rendered,
-            from_header=stream.from_header,
-            to=claim.email,
-            message_id=message_id(claim.id, claim.key, secret=self.settings.secret, domain=self.settings.domain),
-            date=now,
-            unsubscribe_url=recipient["unsubscribe_url"] if is_marketing else None,
-            unsubscribe_mailbox=stream.unsubscribe_mailbox,
-            list_id=stream.list_id,
-            extra_headers=stream.message_headers(claim.key),
-            dkim=self.settings.dkim,
-        )
+        return compose(self._draft(claim, now), renderer=self.renderer, stream=self.settings.streams.for_key(claim.key),
+                       now=now, tracker=self.tracker, dkim=self.settings.dkim)
+
+    def _draft(self, claim: Claim, now: datetime) -> Draft:
+        return outbox_draft(claim, links=self.links, secret=self.settings.secret, domain=self.settings.domain, now=now)
 
     def classify(self, claim: Claim, reply: Reply, now: datetime) -> Outcome:
         """2xx sent; 4xx retry with backoff until max attempts; 5xx failed (5.1.x, 5.2.1: bounced)."""

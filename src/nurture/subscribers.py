@@ -17,6 +17,7 @@ from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
+from nurture.message_key import ALL_PREFIXES, BROADCAST_PREFIX, CONFIRMATION_PREFIX, SEQUENCE_PREFIX, MessageKey
 from nurture.models import (UNPLANNED, TOMBSTONE_PEPPER, AppSecret, ConsentEvent, OutboxMessage, OutboxState,
                             Status, Subscriber)
 from nurture.validation import Signup, email_hash, keyed_email_hash
@@ -146,7 +147,7 @@ def subscribe(
 def _queue_confirmation(session: Session, subscriber: Subscriber, now: datetime) -> None:
     """A new round of the double opt-in: the next confirmation email, with a link of its own."""
     subscriber.confirm_round += 1
-    outbox.enqueue(session, subscriber_id=subscriber.id, key=f"sys:confirm:{subscriber.confirm_round}",
+    outbox.enqueue(session, subscriber_id=subscriber.id, key=str(MessageKey.confirmation(subscriber.confirm_round)),
                    template=CONFIRM_TEMPLATE, due_at=now, now=now)
 
 
@@ -230,10 +231,10 @@ def _insert_new_signups(
         _consent_values(subscriber_id, "signup", item.now, item.request, item.signup.consent_version)
         for (item, _stored), subscriber_id in zip(entries, ids)
     ])
-    # The row outbox.enqueue writes for "sys:confirm:1"; a new subscriber has no row with that key,
+    # The row outbox.enqueue writes for the first confirmation; a new subscriber has no row with that key,
     # so no ON CONFLICT.
     connection.execute(_INSERT_OUTBOX, [
-        outbox.queued_row(subscriber_id=subscriber_id, key="sys:confirm:1", template=CONFIRM_TEMPLATE,
+        outbox.queued_row(subscriber_id=subscriber_id, key=str(MessageKey.confirmation(1)), template=CONFIRM_TEMPLATE,
                           due_at=item.now, now=item.now)
         for (item, _stored), subscriber_id in zip(entries, ids)
     ])
@@ -277,7 +278,7 @@ def _may_send_confirmation(
     recent = session.execute(
         select(func.count(), func.max(OutboxMessage.created_at)).where(
             OutboxMessage.subscriber_id == subscriber.id,
-            OutboxMessage.key.startswith("sys:confirm:"),
+            OutboxMessage.key.startswith(CONFIRMATION_PREFIX),
             OutboxMessage.created_at > now - timedelta(days=1),
         )
     ).one()
@@ -397,7 +398,7 @@ def resume(session: Session, subscriber_id: int, *, scope: str, now: datetime, r
     subscriber.updated_at = now
     if scope == "series":
         session.execute(delete(OutboxMessage).where(
-            OutboxMessage.subscriber_id == subscriber.id, OutboxMessage.key.startswith("seq:"),
+            OutboxMessage.subscriber_id == subscriber.id, OutboxMessage.key.startswith(SEQUENCE_PREFIX),
             OutboxMessage.state == OutboxState.suppressed, OutboxMessage.sent_at.is_(None)))
     outbox.replan(session, [subscriber.id])
     _record_consent(session, subscriber.id, "resume", now, request, CONSENT_VERSION, scope=scope)
@@ -408,12 +409,12 @@ def resume(session: Session, subscriber_id: int, *, scope: str, now: datetime, r
 def _key_prefixes(subscriber: Subscriber) -> tuple[str, ...]:
     """Outbox key prefixes this subscriber no longer wants."""
     if subscriber.status is Status.unsubscribed:
-        return ("seq:", "bcast:", "sys:")
+        return ALL_PREFIXES
     prefixes = []
     if not subscriber.wants_series:
-        prefixes.append("seq:")
+        prefixes.append(SEQUENCE_PREFIX)
     if not subscriber.wants_newsletter:
-        prefixes.append("bcast:")
+        prefixes.append(BROADCAST_PREFIX)
     return tuple(prefixes)
 
 
@@ -466,4 +467,4 @@ def mark_status(session: Session, subscriber_id: int, status: Status, now: datet
         .where(Subscriber.id == subscriber_id)
         .values(status=status, status_changed_at=now, updated_at=now)
     )
-    outbox.cancel_pending(session, subscriber_id, ("seq:", "bcast:", "sys:"), now=now)
+    outbox.cancel_pending(session, subscriber_id, ALL_PREFIXES, now=now)

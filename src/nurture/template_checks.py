@@ -26,6 +26,7 @@ from jinja2 import TemplateSyntaxError
 from lxml import etree
 
 from nurture.content_rules import Finding, Paragraph, claims, count_mistakes, health_terms, load_health_terms, past_dates
+from nurture.message_key import Kind
 from nurture.rendering import RECIPIENT_KEYS, RenderError, Renderer, Rendered, sample_recipient
 from nurture.sequences import EMAIL_SUFFIX, NOT_SEQUENCES, scan_templates
 
@@ -108,8 +109,7 @@ def check_templates(
     wording = _Wording(report, load_health_terms(templates_dir), "error" if strict else "warning", today)
     for path in _email_files(templates_dir):
         name = path.relative_to(templates_dir).as_posix()
-        group = name.split("/", 1)[0]
-        is_marketing = group not in ("system",)
+        is_marketing = Kind.of_template(name).is_marketing
         if is_marketing and name not in marketing:
             continue  # its front matter or place in the sequence is wrong: reported above
         recipient = sample_recipient(base_url)

@@ -12,6 +12,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from nurture.journey import Planner, marketing_history, next_send
+from nurture.message_key import MARKETING_PREFIXES, Kind, MessageKey
 from nurture.messages import message_id, sender_domain
 from nurture.models import ConsentEvent, Event, OutboxMessage, Status, Subscriber
 from nurture.reports import shown_reason
@@ -90,7 +91,7 @@ def _explain_next(
         timeline.why_nothing = "stopped the series (still receives the newsletter)" if subscriber.wants_newsletter \
             else "stopped the series"
         return
-    waiting = sorted((r for r in rows if r.key.startswith(("seq:", "bcast:")) and r.state.value in _WAITING),
+    waiting = sorted((r for r in rows if r.key.startswith(MARKETING_PREFIXES) and r.state.value in _WAITING),
                      key=lambda r: r.due_at)
     if waiting:
         # Queued or being retried: that message is what comes next, at its own time.
@@ -117,5 +118,7 @@ def _explain_next(
 
 def _label(key: str) -> str:
     """How a queued message is named to a person: the step key, or the broadcast."""
-    kind, _, rest = key.partition(":")
-    return f"newsletter (broadcast {rest})" if kind == "bcast" else rest.rpartition(":")[2]
+    parsed = MessageKey.parse_or_none(key)
+    if parsed is None:
+        return key
+    return f"newsletter (broadcast {parsed.broadcast_id})" if parsed.kind is Kind.BROADCAST else str(parsed.step)

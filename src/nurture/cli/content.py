@@ -48,7 +48,7 @@ def templates_preview(
     to: Annotated[Optional[str], typer.Option(help="Send a test copy to this address instead of printing.")] = None,
 ) -> None:
     """Print an email rendered with sample data, or send a test copy to one address."""
-    from nurture.messages import build_message, sender_domain
+    from nurture.compose import TEST_SUBJECT_MARKER, compose, preview_draft, preview_stream, render
     from nurture.rendering import RenderError
     from nurture.sequences import find_email
     from nurture.validation import InvalidInput, normalise_email
@@ -62,25 +62,19 @@ def templates_preview(
         if step is None:
             raise Fail(f"no email with the key {key!r} in {s.templates_dir}{_did_you_mean(s.templates_dir, key)} "
                        "(`nurture studio` lists them all)")
+        now = utcnow()
+        draft = preview_draft(step.template, to="test@example.com", sample=rt.renderer.sample_recipient(),
+                              origin="preview", label=step.key, now=now, from_header=s.mail_from)
         try:
-            rendered = rt.renderer.render(step.template, rt.renderer.sample_recipient())
+            rendered = render(draft, rt.renderer)
         except RenderError as exc:
             raise Fail(str(exc)) from None
-        sample = rt.renderer.sample_recipient()
-        now = utcnow()
-        recipient = "test@example.com"
-        if to is not None:
+        if to is not None:  # a test copy: to that mailbox, its subject marked
             try:
-                recipient = normalise_email(to)
+                draft = replace(draft, to=normalise_email(to), subject_prefix=TEST_SUBJECT_MARKER)
             except InvalidInput as exc:
                 raise Fail(f"--to: {exc.message}") from None
-            rendered = replace(rendered, subject=f"[TEST] {rendered.subject}")
-        data = build_message(
-            rendered, from_header=s.mail_from, to=recipient,
-            message_id=f"<preview.{step.key}.{int(now.timestamp())}@{sender_domain(s.mail_from)}>", date=now,
-            unsubscribe_url=sample.get("unsubscribe_url") if not step.template.startswith("system/") else None,
-            list_id=None,
-        )
+        data = compose(draft, renderer=rt.renderer, stream=preview_stream(s.mail_from), now=now, rendered=rendered)
         if to is None:
             body = {"html": rendered.html, "text": rendered.text, "eml": data.decode("ascii", "replace")}[format]
             sys.stdout.write(body if body.endswith("\n") else body + "\n")
@@ -90,12 +84,12 @@ def templates_preview(
         from nurture.transports import NoReply, Unreachable
 
         try:
-            reply = rt.transport.send(parseaddr(s.mail_from)[1], recipient, data)
+            reply = rt.transport.send(parseaddr(s.mail_from)[1], draft.to, data)
         except (Unreachable, NoReply) as exc:
             raise Fail(f"test copy not sent: {exc}") from None
         if not 200 <= reply.code < 300:
             raise Fail(f"test copy refused by the server: {reply}")
-        console.print(f"test copy of {step.key} sent to {recipient}: {reply}", highlight=False)
+        console.print(f"test copy of {step.key} sent to {draft.to}: {reply}", highlight=False)
     finally:
         rt.close()
 
@@ -196,6 +190,7 @@ def broadcast_send(
     from nurture.db import transaction
     from nurture.journey import Planner
     from nurture.pass_summary import PassStopped
+    from nurture.message_key import MessageKey
 
     s = settings()
     instant = parse_now(now, zone=s.timezone)
@@ -207,7 +202,7 @@ def broadcast_send(
                                            window=planner.window) if include_new else 0
             broadcasts.send_now(session, broadcast_id, now=instant, window=planner.window)
             held = broadcasts.deferred(session, broadcast_id, now=instant)
-        summary = rt.sender().run_pass(instant, key_prefix=f"bcast:{broadcast_id}")
+        summary = rt.sender().run_pass(instant, key_prefix=str(MessageKey.broadcast(broadcast_id)))
     except (broadcasts.BroadcastError, PassStopped) as exc:
         raise Fail(str(exc)) from None
     finally:

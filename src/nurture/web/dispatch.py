@@ -19,6 +19,7 @@ from datetime import datetime
 
 from nurture.config import Settings
 from nurture.clock import utcnow
+from nurture.message_key import SYSTEM_PREFIX
 from nurture.pass_summary import PassStopped
 from nurture.sender import Sender
 
@@ -100,7 +101,7 @@ class Dispatcher:
                 self._waiting = 0
             full, self._full = self._full, False
             try:
-                summary = self.sender.run_pass(self.clock(), key_prefix=None if full else "sys:", stop=self._stop)
+                summary = self.sender.run_pass(self.clock(), key_prefix=None if full else SYSTEM_PREFIX, stop=self._stop)
                 if summary.sent or summary.failed or summary.retried:
                     log.info("immediate mail: %s", summary.line())
                 busy = self._wake.is_set()  # more came in while this pass ran

@@ -44,7 +44,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from nurture.clock import utcnow
 from nurture.config import Settings
 from nurture.journey import Window, earliest_send
-from nurture.messages import build_message, sender_domain
+from nurture.compose import compose, preview_draft, preview_stream
 from nurture.rendering import TEMPLATE_CONTEXT, RenderError, Rendered, Renderer
 from nurture.sequences import EMAIL_SUFFIX, KEY_PATTERN, NOT_SEQUENCES, Sequence, Step, TemplateFormatError, describe_email, scan_templates
 from nurture.template_checks import Problem, check_templates
@@ -402,19 +402,12 @@ class _Studio:
         return rendered, None
 
     def message(self, entry: Entry, rendered: Rendered, to: str, *, test: bool = False) -> bytes:
-        s = self.settings
-        sample = self.renderer.sample_recipient()
-        now = self.clock()
-        if test:
-            rendered = Rendered(subject=f"[TEST] {rendered.subject}", html=rendered.html, text=rendered.text,
-                                preheader=rendered.preheader)
-        key = entry.step.key if entry.step else "email"
-        return build_message(
-            rendered, from_header=s.mail_from, to=to, date=now,
-            message_id=f"<studio.{key}.{int(now.timestamp())}.{secrets.token_hex(4)}@{sender_domain(s.mail_from)}>",
-            unsubscribe_url=sample["unsubscribe_url"] if entry.group != "system" else None,
-            list_id=None,
-        )
+        """The message ``rendered`` (this entry for the sample subscriber) as it would be sent to ``to``."""
+        s, now = self.settings, self.clock()
+        draft = preview_draft(entry.template, to=to, sample=self.renderer.sample_recipient(), origin="studio",
+                              label=entry.step.key if entry.step else "email", now=now, from_header=s.mail_from,
+                              nonce=secrets.token_hex(4), test=test)
+        return compose(draft, renderer=self.renderer, stream=preview_stream(s.mail_from), now=now, rendered=rendered)
 
 
 def _template_frame(exc: BaseException, templates_dir: Path) -> tuple[Path, int] | None:
