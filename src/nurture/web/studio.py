@@ -9,7 +9,7 @@ This module holds the app and its routes; the parts are modules of their own: th
 files and the templates' stamp (``studio_catalogue``), the validator's findings and helpful error
 locations (``studio_checks``), live reload over Server-Sent Events (``studio_events``), the
 journey by the planner's own rule (``studio_journey``) and the loopback-only guard
-(``studio_guard``).
+(``studio_guard``); the pages' templates and shared context (``studio_pages``).
 
 A local tool: bound to 127.0.0.1, no login, no external resources.
 """
@@ -29,10 +29,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from nurture.clock import utcnow
 from nurture.config import Settings
@@ -40,14 +39,14 @@ from nurture.journey import Window
 from nurture.messages import build_message, sender_domain
 from nurture.rendering import TEMPLATE_CONTEXT, RenderError, Rendered, Renderer
 from nurture.sequences import TemplateFormatError
-from nurture.template_checks import Problem
 from nurture.transports import NoReply, Transport, Unreachable
 from nurture.validation import InvalidInput, normalise_email
-from nurture.web.studio_catalogue import Entry, Group, catalogue, relative, templates_stamp, where
-from nurture.web.studio_checks import TemplateChecks, helpful, shown_problem, template_frame
+from nurture.web.studio_catalogue import Entry, where
+from nurture.web.studio_checks import TemplateChecks, helpful, template_frame
 from nurture.web.studio_events import TemplateWatcher, event_stream
 from nurture.web.studio_guard import LocalOnly
 from nurture.web.studio_journey import plan_journey
+from nurture.web.studio_pages import PREVIEW_CSP, StudioPages
 
 __all__ = ["create_studio_app", "run_studio"]
 
@@ -55,10 +54,6 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 COMMON_ZONES = ("America/New_York", "America/Chicago", "America/Denver", "America/Phoenix", "America/Los_Angeles",
                 "America/Anchorage", "Pacific/Honolulu", "Europe/London", "UTC")
-_PAGE_CSP = ("default-src 'self'; img-src 'self' data:; frame-src 'self'; object-src 'none'; base-uri 'none'; "
-             "form-action 'self'; frame-ancestors 'none'")
-# Email previews: no scripts at all; images from anywhere (the email's own), styles inline only.
-_PREVIEW_CSP = "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
 
 
 @dataclass
@@ -135,11 +130,7 @@ def create_studio_app(settings: Settings, *, transport: Transport | None = None,
     """The studio's ASGI app. ``transport`` receives test sends (default: settings' Maildir outbox or
     SMTP, built on the first send); ``watch`` runs the file watcher while the app is served."""
     studio = _Studio(settings, transport, clock)
-    templates_dir = studio.templates_dir
-    pages = Environment(loader=FileSystemLoader(HERE / "studio_templates"), autoescape=select_autoescape(["html"]),
-                        trim_blocks=True, lstrip_blocks=True)
-    pages.globals.update(clinic_name=settings.clinic_name, from_name=parseaddr(settings.mail_from)[0] or settings.clinic_name,
-                         templates_dir=str(templates_dir))
+    pages = StudioPages(studio)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -160,90 +151,71 @@ def create_studio_app(settings: Settings, *, transport: Transport | None = None,
     app.state.studio = studio
     app.state.close_streams = studio.close_streams
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-
     app.add_middleware(LocalOnly)
+    app.include_router(_service_router(studio))
+    app.include_router(_email_router(studio, pages))
+    app.include_router(_journey_router(studio, pages))
+    return app
 
-    def state() -> dict[str, object]:
-        """What every page shows: the list, the problem counts, the stamp the page was made from."""
-        stamp = templates_stamp(templates_dir)
-        problems = studio.checks.problems(stamp)
-        groups = catalogue(templates_dir, settings.sequence)
-        by_file: dict[str, list[Problem]] = {}
-        for problem in problems:
-            by_file.setdefault(relative(templates_dir, problem.path), []).append(problem)
-        return {
-            "stamp": stamp, "groups": groups, "problems": [shown_problem(templates_dir, p) for p in problems],
-            "errors": sum(p.severity == "error" for p in problems),
-            "warnings": sum(p.severity == "warning" for p in problems),
-            "file_errors": {f: sum(p.severity == "error" for p in ps) for f, ps in by_file.items()},
-        }
 
-    def page(name: str, status: int = 200, **context: object) -> HTMLResponse:
-        html = pages.get_template(name).render(**context)
-        return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": _PAGE_CSP})
+def _service_router(studio: _Studio) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
 
-    def find(groups: list[Group], template: str) -> Entry | None:
-        return next((e for g in groups for e in g.entries if e.template == template), None)
-
-    def email_page(template: str, *, notice: dict[str, str] | None = None, status: int = 200, to: str = "",
-                   nameless: bool = False) -> HTMLResponse:
-        ctx = state()
-        entry = find(ctx["groups"], template)  # type: ignore[arg-type]
-        if entry is None:
-            return page("missing.html", 404, current=None, view="emails", template=template, **ctx)
-        rendered, error = studio.render(template, nameless=nameless)
-        shared = {p["file"] for p in ctx["problems"] if "/" not in str(p["file"])}  # layout, macros: every email's
-        mine = [p for p in ctx["problems"] if p["file"] == template or p["file"] in shared]  # type: ignore[index]
-        raw = studio.message(entry, rendered, "test@example.com").decode("ascii", "replace") if rendered else None
-        error_where, _, error_message = (error or "").partition(": ")
-        # The validator usually reports the same line; list it once.
-        error_listed = any(p["where"] == error_where for p in mine)
-        return page("email.html", status, current=entry, view="emails", rendered=rendered, error=error,
-                    error_where=error_where, error_message=error_message, error_listed=error_listed,
-                    last_good=studio.last_good.get(template) if error else None, file_problems=mine,
-                    raw=raw, notice=notice, to=to, nameless=nameless, **ctx)
-
-    @app.get("/healthz", include_in_schema=False)
+    @router.get("/healthz")
     def healthz():
         return PlainTextResponse("ok")
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @router.get("/favicon.ico")
     def favicon():
         return RedirectResponse("/static/studio-icon.svg", status_code=301)
 
-    @app.get("/", response_class=HTMLResponse)
+    @router.get("/events")
+    async def events(request: Request):
+        return StreamingResponse(event_stream(studio.watcher, request.is_disconnected), media_type="text/event-stream",
+                                 headers={"X-Accel-Buffering": "no"})
+
+    return router
+
+
+def _email_router(studio: _Studio, pages: StudioPages) -> APIRouter:
+    """The list, one email's page, its previews (HTML, text, MIME source) and the test send."""
+    router = APIRouter()
+
+    def missing(template: str) -> PlainTextResponse:
+        return PlainTextResponse(f"no email at {template}", status_code=404)
+
+    @router.get("/", response_class=HTMLResponse)
     def overview():
-        ctx = state()
-        return page("overview.html", current=None, view="emails", variables=TEMPLATE_CONTEXT, **ctx)
+        return pages.page("overview.html", current=None, view="emails", variables=TEMPLATE_CONTEXT, **pages.state())
 
-    @app.get("/email/{template:path}", response_class=HTMLResponse)
+    @router.get("/email/{template:path}", response_class=HTMLResponse)
     def email(template: str, name: str = ""):
-        return email_page(template, nameless=name == "none")
+        return pages.email_page(template, nameless=name == "none")
 
-    @app.get("/render/{template:path}")
+    @router.get("/render/{template:path}")
     def render_html(template: str, last_good: bool = False, name: str = ""):
-        if find(catalogue(templates_dir, settings.sequence), template) is None:
-            return PlainTextResponse(f"no email at {template}", status_code=404)
+        if pages.find(template) is None:
+            return missing(template)
         rendered, error = studio.render(template, nameless=name == "none")
         if rendered is None and last_good:
             rendered = studio.last_good.get(template)
         if rendered is None:
-            html = pages.get_template("render_error.html").render(error=error)
-            return HTMLResponse(html, status_code=422, headers={"Content-Security-Policy": _PREVIEW_CSP})
-        return HTMLResponse(_links_open_outside(rendered.html), headers={"Content-Security-Policy": _PREVIEW_CSP})
+            html = pages.env.get_template("render_error.html").render(error=error)
+            return HTMLResponse(html, status_code=422, headers={"Content-Security-Policy": PREVIEW_CSP})
+        return HTMLResponse(_links_open_outside(rendered.html), headers={"Content-Security-Policy": PREVIEW_CSP})
 
-    @app.get("/text/{template:path}")
+    @router.get("/text/{template:path}")
     def render_text(template: str):
-        if find(catalogue(templates_dir, settings.sequence), template) is None:
-            return PlainTextResponse(f"no email at {template}", status_code=404)
+        if pages.find(template) is None:
+            return missing(template)
         rendered, error = studio.render(template)
         return PlainTextResponse(rendered.text if rendered else str(error), status_code=200 if rendered else 422)
 
-    @app.get("/raw/{template:path}")
+    @router.get("/raw/{template:path}")
     def render_raw(template: str):
-        entry = find(catalogue(templates_dir, settings.sequence), template)
+        entry = pages.find(template)
         if entry is None:
-            return PlainTextResponse(f"no email at {template}", status_code=404)
+            return missing(template)
         rendered, error = studio.render(template)
         if rendered is None:
             return PlainTextResponse(str(error), status_code=422)
@@ -251,56 +223,66 @@ def create_studio_app(settings: Settings, *, transport: Transport | None = None,
         return Response(studio.message(entry, rendered, "test@example.com"), media_type="message/rfc822",
                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
-    @app.get("/send-test/{template:path}", include_in_schema=False)
+    @router.get("/send-test/{template:path}", include_in_schema=False)
     def send_test_get(template: str):
         return RedirectResponse(f"/email/{template}", status_code=303)
 
-    @app.post("/send-test/{template:path}")
+    @router.post("/send-test/{template:path}")
     async def send_test(template: str, request: Request):
         form = await request.form()
         raw_to = form.get("to")
-        wants_json = "application/json" in request.headers.get("accept", "")
-        status, notice = await asyncio.to_thread(_send_test, template, raw_to if isinstance(raw_to, str) else "")
-        if wants_json:
+        to = raw_to if isinstance(raw_to, str) else ""
+        status, notice = await asyncio.to_thread(_send_test, studio, pages, template, to)
+        if "application/json" in request.headers.get("accept", ""):
             return JSONResponse({"ok": status == 200, "message": notice["text"]}, status_code=status)
-        return await asyncio.to_thread(email_page, template, notice=notice, status=status,
-                                       to=raw_to if isinstance(raw_to, str) else "")
+        return await asyncio.to_thread(pages.email_page, template, notice=notice, status=status, to=to)
 
-    def _send_test(template: str, raw_to: str) -> tuple[int, dict[str, str]]:
-        def fail(status: int, text: str) -> tuple[int, dict[str, str]]:
-            return status, {"kind": "error", "text": text}
+    return router
 
-        entry = find(catalogue(templates_dir, settings.sequence), template)
-        if entry is None:
-            return fail(404, f"There is no email at {template} any more (renamed or removed?).")
-        try:
-            to = normalise_email(raw_to)
-        except InvalidInput as exc:
-            return fail(400, exc.message)
-        rendered, error = studio.render(template)
-        if rendered is None:
-            return fail(422, f"Not sent: this email does not render. Fix {error}")
-        try:
-            data = studio.message(entry, rendered, to, test=True)
-            transport = studio.get_transport()
-            reply = transport.send(parseaddr(settings.mail_from)[1], to, data)
-        except (Unreachable, NoReply) as exc:
-            return fail(502, f"Not sent: the mail server did not take it ({exc}).")
-        except Exception as exc:  # noqa: BLE001 - a broken outbox folder, a header problem: say so, no 500
-            log.exception("studio test send failed")
-            return fail(502, f"Not sent: {type(exc).__name__}: {exc}")
-        if not 200 <= reply.code < 300:
-            return fail(502, f"Not sent: the mail server refused it ({reply}).")
-        if settings.smtp_url:
-            where = f"through the mail server {urlsplit(settings.smtp_url).hostname}"
-        else:
-            where = f"into the local outbox folder {settings.outbox_dir} (no mail server is set up, so nothing left this computer)"
-        return 200, {"kind": "ok", "text": f"Test sent to {to} {where}."}
 
-    @app.get("/journey", response_class=HTMLResponse)
+def _send_test(studio: _Studio, pages: StudioPages, template: str, raw_to: str) -> tuple[int, dict[str, str]]:
+    """Send the email at ``template`` to ``raw_to``: the HTTP status and the notice to show."""
+    settings = studio.settings
+
+    def fail(status: int, text: str) -> tuple[int, dict[str, str]]:
+        return status, {"kind": "error", "text": text}
+
+    entry = pages.find(template)
+    if entry is None:
+        return fail(404, f"There is no email at {template} any more (renamed or removed?).")
+    try:
+        to = normalise_email(raw_to)
+    except InvalidInput as exc:
+        return fail(400, exc.message)
+    rendered, error = studio.render(template)
+    if rendered is None:
+        return fail(422, f"Not sent: this email does not render. Fix {error}")
+    try:
+        data = studio.message(entry, rendered, to, test=True)
+        transport = studio.get_transport()
+        reply = transport.send(parseaddr(settings.mail_from)[1], to, data)
+    except (Unreachable, NoReply) as exc:
+        return fail(502, f"Not sent: the mail server did not take it ({exc}).")
+    except Exception as exc:  # noqa: BLE001 - a broken outbox folder, a header problem: say so, no 500
+        log.exception("studio test send failed")
+        return fail(502, f"Not sent: {type(exc).__name__}: {exc}")
+    if not 200 <= reply.code < 300:
+        return fail(502, f"Not sent: the mail server refused it ({reply}).")
+    if settings.smtp_url:
+        where = f"through the mail server {urlsplit(settings.smtp_url).hostname}"
+    else:
+        where = f"into the local outbox folder {settings.outbox_dir} (no mail server is set up, so nothing left this computer)"
+    return 200, {"kind": "ok", "text": f"Test sent to {to} {where}."}
+
+
+def _journey_router(studio: _Studio, pages: StudioPages) -> APIRouter:
+    router = APIRouter()
+    settings = studio.settings
+
+    @router.get("/journey", response_class=HTMLResponse)
     def journey(request: Request):
         q = request.query_params
-        ctx = state()
+        ctx = pages.state()
         sequences = [g.sequence for g in ctx["groups"] if g.sequence is not None]  # type: ignore[union-attr]
         chosen = q.get("sequence") or settings.sequence
         sequence = next((s for s in sequences if s.name == chosen), sequences[0] if sequences else None)
@@ -320,17 +302,12 @@ def create_studio_app(settings: Settings, *, transport: Transport | None = None,
         last_day = max((r.day for r in rows), default=0)
         calendar = [(day + timedelta(days=n), [r for r in rows if r.day == n]) for n in range(last_day + 1)]
         zones = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/", "posix/", "right/")))
-        return page("journey.html", 400 if problems else 200, current=None, view="journey", rows=rows,
-                    sequence=sequence, sequences=sequences, zone=zone_name, zones=zones, common_zones=COMMON_ZONES,
-                    day=day, at=at, confirmed_local=confirmed_at.astimezone(zone), calendar=calendar,
-                    window=window, interval=settings.send_interval, input_problems=problems, **ctx)
+        return pages.page("journey.html", 400 if problems else 200, current=None, view="journey", rows=rows,
+                          sequence=sequence, sequences=sequences, zone=zone_name, zones=zones, common_zones=COMMON_ZONES,
+                          day=day, at=at, confirmed_local=confirmed_at.astimezone(zone), calendar=calendar,
+                          window=window, interval=settings.send_interval, input_problems=problems, **ctx)
 
-    @app.get("/events")
-    async def events(request: Request):
-        return StreamingResponse(event_stream(studio.watcher, request.is_disconnected), media_type="text/event-stream",
-                                 headers={"X-Accel-Buffering": "no"})
-
-    return app
+    return router
 
 
 def _parse(raw: str | None, parse: Callable[[str], object], default, name: str, problems: list[str]):
