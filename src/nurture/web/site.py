@@ -1,6 +1,10 @@
 """What the public pages' routers share: the runtime, the clock, the page templates, the signup
 writer and the dispatcher, and the small helpers every handler uses to answer (a page with the
-security headers, JSON or HTML, who asked)."""
+security headers, JSON or HTML, who asked).
+
+Each ``routes_*`` module builds its APIRouter in a function over a Site, its handlers closures
+over it: an app's handlers share that app's state (tests build many apps in one process), so a
+router function is as long as the routes of its one concern."""
 
 from __future__ import annotations
 
