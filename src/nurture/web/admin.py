@@ -64,6 +64,7 @@ def mount_admin(app: FastAPI, runtime: Runtime, *, clock: Callable[[], datetime]
 
 
 def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) -> APIRouter:
+    # Long as its two routes and their door are: closures over this app's runtime, pages and throttle.
     settings = runtime.settings
     zone = ZoneInfo(settings.timezone)
     pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))

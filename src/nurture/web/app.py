@@ -72,15 +72,6 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
                                 name="nurture-signups")
     site = Site(runtime, clock, page_templates(settings), WindowLimiter(*settings.subscribe_limit),
                 signup_writer, dispatcher)
-    landings = Landings(
-        runtime.sessions,
-        # A link in mail already sent is still read after click tracking is turned off.
-        sender.tracker or Tracker(settings.base_url, runtime.tokens),
-        recording=sender.tracker is not None,
-        message_html=lambda claim, now: sender.content(claim, now)[0].html,
-        own=(settings.consultation_url, settings.website_url),
-        default=settings.website_url,
-    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -113,10 +104,25 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
     app.include_router(signup_router(site))
     app.include_router(consent_router(site))
     app.include_router(privacy_router(site))
-    app.include_router(tracking_router(site, landings))
+    app.include_router(tracking_router(site, _landings(runtime, sender.tracker, sender.content)))
     app.include_router(health_router())
     mount_admin(app, runtime, clock=clock)
     return app
+
+
+def _landings(runtime: Runtime, tracker: Tracker | None, content: Callable) -> Landings:
+    """Where clicks land: the links of the message as the sender's ``content`` renders it (before
+    tracking); recorded while the sender tracks (``tracker``)."""
+    settings = runtime.settings
+    return Landings(
+        runtime.sessions,
+        # A link in mail already sent is still read after click tracking is turned off.
+        tracker or Tracker(settings.base_url, runtime.tokens),
+        recording=tracker is not None,
+        message_html=lambda claim, now: content(claim, now)[0].html,
+        own=(settings.consultation_url, settings.website_url),
+        default=settings.website_url,
+    )
 
 
 def _answer_errors(app: FastAPI, site: Site) -> None:

@@ -30,6 +30,7 @@ async def form_json_or_nothing(request: Request) -> tuple[bool, dict]:
 
 
 def consent_router(site: Site) -> APIRouter:
+    # Long as its routes are: closures over the site (why: nurture.web.site).
     router = APIRouter()
     runtime, settings = site.runtime, site.settings
 

@@ -38,6 +38,7 @@ _ACCEPTED = JSONResponse({"status": "accepted",
 
 
 def signup_router(site: Site) -> APIRouter:
+    # Long as its routes are: closures over the site (why: nurture.web.site).
     router = APIRouter()
     per_day = site.settings.confirmations_per_day
 
