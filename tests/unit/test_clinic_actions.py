@@ -6,13 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import make_settings
 from nurture import subscribers
 from nurture.clinic_actions import act
 from nurture.db import transaction
-from nurture.runtime import Runtime
 from nurture.subscribers import RequestInfo, add_confirmed
-from nurture.transports import MemoryTransport
 from nurture.validation import Signup
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -20,10 +17,8 @@ ADMIN = RequestInfo(None, None, "admin:admin")
 
 
 @pytest.fixture
-def runtime(tmp_path, sqlite_url):
-    rt = Runtime(make_settings(tmp_path, sqlite_url), transport_override=MemoryTransport())
-    yield rt
-    rt.close()
+def runtime(sqlite_runtime):
+    return sqlite_runtime
 
 
 def do(runtime, kind, email, now=T0 + timedelta(hours=1), per_day=3):

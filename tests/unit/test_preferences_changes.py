@@ -7,14 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import make_settings
 from nurture import data_rights
 from nurture.db import transaction
 from nurture.journey import Planner
 from nurture.preferences import Change, Series, change_preferences, may_unsubscribe, preferences_of_id
-from nurture.runtime import Runtime
 from nurture.subscribers import RequestInfo, add_confirmed
-from nurture.transports import MemoryTransport
 from nurture.validation import Signup
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -22,10 +19,8 @@ PAGE = RequestInfo(None, None, "preferences-page")
 
 
 @pytest.fixture
-def runtime(tmp_path, sqlite_url):
-    rt = Runtime(make_settings(tmp_path, sqlite_url), transport_override=MemoryTransport())
-    yield rt
-    rt.close()
+def runtime(sqlite_runtime):
+    return sqlite_runtime
 
 
 @pytest.fixture

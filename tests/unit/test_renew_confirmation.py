@@ -8,13 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from conftest import make_settings
 from nurture import data_rights, subscribers
 from nurture.db import transaction
 from nurture.models import ConsentEvent, OutboxMessage
-from nurture.runtime import Runtime
 from nurture.subscribers import RESEND_AFTER, RequestInfo
-from nurture.transports import MemoryTransport
 from nurture.validation import Signup
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -23,10 +20,8 @@ RENEW = RequestInfo("203.0.113.9", "browser", "renew-link")
 
 
 @pytest.fixture
-def runtime(tmp_path, sqlite_url):
-    rt = Runtime(make_settings(tmp_path, sqlite_url), transport_override=MemoryTransport())
-    yield rt
-    rt.close()
+def runtime(sqlite_runtime):
+    return sqlite_runtime
 
 
 def signed_up(runtime) -> int:

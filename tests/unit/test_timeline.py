@@ -8,15 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import update
 
-from conftest import make_settings
 from nurture import outbox, subscribers
 from nurture.db import transaction
 from nurture.journey import Planner
 from nurture.models import OutboxMessage, OutboxState
-from nurture.runtime import Runtime
 from nurture.subscribers import RequestInfo, add_confirmed
 from nurture.timeline import build_timeline
-from nurture.transports import MemoryTransport
 from nurture.validation import Signup
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 10:00 in New York
@@ -25,10 +22,8 @@ WHO = RequestInfo("203.0.113.9", "test", "signup-form")
 
 
 @pytest.fixture
-def runtime(tmp_path, sqlite_url):
-    rt = Runtime(make_settings(tmp_path, sqlite_url), transport_override=MemoryTransport())
-    yield rt
-    rt.close()
+def runtime(sqlite_runtime):
+    return sqlite_runtime
 
 
 def confirmed(runtime, email="reader@example.com") -> int:

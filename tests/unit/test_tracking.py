@@ -8,15 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from conftest import make_settings
 from nurture import outbox
 from nurture.db import transaction
 from nurture.models import Event, OutboxMessage
-from nurture.runtime import Runtime
 from nurture.subscribers import add_confirmed
 from nurture.tokens import InvalidToken, Tokens
 from nurture.tracking import NEVER_TRACKED, Landings, Tracker, _url_hash, destination, links_in, resolve
-from nurture.transports import MemoryTransport
 from nurture.validation import Signup
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -85,10 +82,8 @@ def test_the_crisis_line_is_never_tracked():
 # ----------------------------------------------------------------------------- Landings, on SQLite
 
 @pytest.fixture
-def runtime(tmp_path, sqlite_url):
-    rt = Runtime(make_settings(tmp_path, sqlite_url), transport_override=MemoryTransport())
-    yield rt
-    rt.close()
+def runtime(sqlite_runtime):
+    return sqlite_runtime
 
 
 @pytest.fixture
