@@ -2,8 +2,8 @@
 
 A tracked link is ``{BASE_URL}/c/{token}``: the token is signed and names the outbox row, the
 link's position in that message and a short hash of its URL. The redirect goes only to a URL
-that is in that message (found again by rendering it), so there is no open redirect, and a
-forged or altered token is refused. Opens use a 1x1 image ``{BASE_URL}/o/{token}``, off unless a
+that is in that message (found again by rendering it) or one of the clinic's own configured
+links, so there is no open redirect, and a forged or altered token is refused. Opens use a 1x1 image ``{BASE_URL}/o/{token}``, off unless a
 sequence or broadcast turns it on (health content: readers did not sign up to be watched, and
 Apple Mail prefetches images anyway, which makes open counts unreliable). No third parties.
 """
@@ -136,9 +136,13 @@ class Landings:
         try:
             with self.sessions() as session:
                 claim = outbox.claim_of(session, outbox_id)
-            # No claim: the person was erased or the message deleted; it cannot be rebuilt.
-            links = self._links_of(claim, now) if claim is not None else []
-            target = destination(links, index, url_hash, own=self.own, default=self.default)
+            # The clinic's own links (the consultation, the website: most clicks) need no render:
+            # a link of the message with that hash is that same URL. Any other is looked for in
+            # the message, rendered again; with no claim (the person erased, the message deleted)
+            # it cannot be rebuilt.
+            own = resolve(self.own, -1, url_hash)
+            links = self._links_of(claim, now) if claim is not None and own is None else []
+            target = own or destination(links, index, url_hash, own=self.own, default=self.default)
             if claim is not None and self.recording:
                 with transaction(self.sessions) as session:
                     outbox.record_event(session, "clicked", now, subscriber_id=claim.subscriber_id,

@@ -134,6 +134,19 @@ def test_a_message_that_no_longer_renders_still_lands_on_the_clinics_own_links(r
     assert events(runtime, "clicked") == [(sent, CONSULT), (sent, SITE)]
 
 
+def test_a_click_on_the_clinics_own_link_needs_no_render(runtime, sent):
+    renders = []
+
+    def counted(claim, now):
+        renders.append(claim.id)
+        return MESSAGE
+
+    counting = landings(runtime, message_html=counted)
+    assert counting.click(click_token(runtime, sent, 1, CONSULT), NOW) == CONSULT
+    assert renders == [] and events(runtime, "clicked") == [(sent, CONSULT)]
+    assert counting.click(click_token(runtime, sent, 0, ARTICLE), NOW) == ARTICLE and renders == [sent]
+
+
 def test_without_recording_clicks_land_but_nothing_is_written_and_there_is_no_pixel(runtime, sent):
     quiet = landings(runtime, recording=False)
     assert quiet.click(click_token(runtime, sent, 0, ARTICLE), NOW) == ARTICLE
