@@ -12,6 +12,7 @@ from nurture.sequences import EMAIL_SUFFIX, KEY_PATTERN, NOT_SEQUENCES, Sequence
 
 
 def is_template(name: str) -> bool:
+    """Whether a file name is a template the studio watches."""
     # Editors' swap and backup files (.x.swp, x~, #x#) are not templates: saving them reloads nothing.
     return name.endswith(".j2") and not name.startswith((".", "#"))
 
@@ -112,6 +113,8 @@ def catalogue(templates_dir: Path, first_sequence: str) -> list[Group]:
 
 
 def relative(templates_dir: Path, path: Path | str) -> str:
+    """``path`` as the studio names files: relative to the templates directory (either spelling
+    of it, resolved or not), or as given when it is outside."""
     path = Path(path)
     for base in (templates_dir, templates_dir.resolve()):
         try:

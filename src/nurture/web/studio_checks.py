@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def shown_problem(templates_dir: Path, problem: Problem) -> dict[str, object]:
+    """A validator finding as the pages list it: file, line, where, a helpful message, severity."""
     rel = relative(templates_dir, problem.path)
     line, message = helpful(problem.path, problem.line, problem.message)
     return {"file": rel, "line": line, "where": f"{rel}:{line}" if line else rel,
