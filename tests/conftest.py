@@ -108,6 +108,14 @@ def runtime(settings, memory_transport):
 
 
 @pytest.fixture
+def sqlite_runtime(tmp_path, sqlite_url):
+    """A runtime on a SQLite file only, with an in-memory transport: for unit tests of one module."""
+    rt = Runtime(make_settings(tmp_path, sqlite_url), transport_override=MemoryTransport())
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
 def smtp_server():
     """A real aiosmtpd server on loopback; ``smtp_server.handler`` holds what it received."""
     from smtp_sink import SmtpServer

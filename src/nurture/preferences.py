@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,7 +18,7 @@ from nurture.journey import key_of, next_step
 from nurture.message_key import SEQUENCE_PREFIX
 from nurture.models import OutboxMessage, OutboxState, Status, Subscriber
 from nurture.sequences import Sequence
-from nurture.subscribers import may_resume
+from nurture.subscribers import RequestInfo, may_resume, resume, unsubscribe
 
 
 class Series(enum.Enum):
@@ -119,3 +120,35 @@ def preferences_of(session: Session, subscriber: Subscriber, sequence: Sequence 
         if not newsletter:
             changes.append(Change.resume_newsletter)
     return Preferences(status, series, newsletter, sent, total, tuple(changes))
+
+
+def may_unsubscribe(session: Session, subscriber_id: int) -> bool:
+    """Whether an unsubscribe link would still change anything: the person is pending or
+    confirmed (not gone, unsubscribed, bounced, complained or erased)."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    return subscriber is not None and subscriber.status in (Status.pending, Status.confirmed)
+
+
+def preferences_of_id(session: Session, subscriber_id: int, sequence: Sequence | None) -> Preferences | None:
+    """``preferences_of`` the person with this id; None when there is nobody (left) to show."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or subscriber.status is Status.erased:
+        return None
+    return preferences_of(session, subscriber, sequence)
+
+
+def change_preferences(
+    session: Session, subscriber_id: int, change: Change, sequence: Sequence | None, *, now: datetime,
+    request: RequestInfo,
+) -> bool:
+    """Make ``change`` if the page could offer it now (a stale page or a second click changes
+    nothing); returns whether it was made. Locks the person's row while deciding."""
+    subscriber = session.get(Subscriber, subscriber_id, with_for_update=True)
+    state = preferences_of(session, subscriber, sequence) if subscriber is not None else None
+    if state is None or change not in state.changes:
+        return False
+    if change in STOPS:
+        unsubscribe(session, subscriber_id, scope=withdrawal_scope(state, change), now=now, request=request)
+    else:
+        resume(session, subscriber_id, scope=RESUMES[change], now=now, request=request)
+    return True

@@ -364,6 +364,23 @@ def resend_confirmation(
     return True
 
 
+def renew_confirmation(
+    session: Session, subscriber_id: int, *, now: datetime, request: RequestInfo, default_timezone: str,
+    confirmations_per_day: int,
+) -> tuple[Signup | None, bool]:
+    """Someone followed an expired confirmation link: the same as signing up again with the
+    address it was sent to (the usual pause and daily cap hold). Returns that signup, to show the
+    person the address they already saw (None when the person was erased meanwhile), and whether
+    a confirmation email was queued."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or not subscriber.email:
+        return None, False
+    signup = Signup(subscriber.email, subscriber.first_name, subscriber.timezone, None, False)
+    outcome = subscribe(session, signup, now=now, request=request, default_timezone=default_timezone,
+                        confirmations_per_day=confirmations_per_day)
+    return signup, outcome.confirmation_queued
+
+
 RESUME_SCOPES = ("series", "newsletter")
 
 

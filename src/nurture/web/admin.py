@@ -9,15 +9,10 @@ per client address. The page shows personal data, so it is never cached.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -28,16 +23,19 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from nurture import bounces, reports, subscribers
-from nurture.journey import Planner
-from nurture.models import Status
-from nurture.runtime import Runtime
+from nurture import bounces, clinic_actions, reports
+from nurture.clinic_actions import ACTIONS as _ACTIONS
 from nurture.clock import utcnow
+from nurture.db import transaction
+from nurture.journey import Planner
+from nurture.runtime import Runtime
 from nurture.sequences import Sequence, TemplateFormatError, load_sequences
-from nurture.subscribers import RequestInfo, find_by_email
+from nurture.subscribers import RequestInfo
 from nurture.tokens import InvalidToken
 from nurture.timeline import build_timeline
 from nurture.validation import InvalidInput, normalise_email
+from nurture.web.admin_auth import Failures, basic_credentials
+from nurture.web.admin_charts import day, funnel_chart, num, pct, per_day_chart, when
 
 __all__ = ["mount_admin", "admin_router"]
 
@@ -66,13 +64,14 @@ def mount_admin(app: FastAPI, runtime: Runtime, *, clock: Callable[[], datetime]
 
 
 def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) -> APIRouter:
+    # Long as its two routes and their door are: closures over this app's runtime, pages and throttle.
     settings = runtime.settings
     zone = ZoneInfo(settings.timezone)
     pages = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    pages.filters.update(when=lambda t: _when(t, zone), day=_day, pct=_pct, num=_num,
+    pages.filters.update(when=lambda t: when(t, zone), day=day, pct=pct, num=num,
                          reason=lambda text: reports.shown_reason(text, settings.templates_dir))
     pages.globals.update(clinic_name=settings.clinic_name, clinic_zone=settings.timezone)
-    failures = _Failures(_FAILURES_PER_MINUTE, 60.0)
+    failures = Failures(_FAILURES_PER_MINUTE, 60.0)
     router = APIRouter(include_in_schema=False)
 
     def page(name: str, status: int = 200, headers: dict | None = None, **context) -> HTMLResponse:
@@ -84,7 +83,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
         password = settings.admin_password.get_secret_value() if settings.admin_password else ""
         if not password:
             return page("admin_off.html", 404)
-        given = _basic_credentials(request.headers.get("authorization"))
+        given = basic_credentials(request.headers.get("authorization"))
         if given is not None:
             client = request.client.host if request.client else "?"
             # Checked before the password, or guessing would go on at full speed.
@@ -208,7 +207,6 @@ class _Search:
 
 
 ACTION_TOKEN_SECONDS = 3600
-_ACTIONS = ("unsubscribe", "resend-confirmation")
 # What the page says after an action (the redirect carries only the key, never free text).
 _DONE = {
     "unsubscribed": "Unsubscribed from everything. It is in the consent ledger as done by the admin.",
@@ -222,62 +220,13 @@ _DONE = {
 
 def _act(runtime: Runtime, kind: str, email: str, *, now: datetime, who: RequestInfo) -> str:
     """Do one admin action in one transaction; the key of what to say about it (see _DONE)."""
-    from nurture.db import transaction
-
     with transaction(runtime.sessions) as session:
-        person = find_by_email(session, email)
-        if person is None:
-            return "unknown"
-        if kind == "unsubscribe":
-            changed = subscribers.unsubscribe(session, person.id, scope="all", now=now, request=who)
-            return "unsubscribed" if changed else "not-subscribed"
-        if person.status is not Status.pending:
-            return "not-pending"
-        queued = subscribers.resend_confirmation(session, person.id, now=now, request=who,
-                                                 confirmations_per_day=runtime.settings.confirmations_per_day)
-        return "resent" if queued else "capped"
+        return clinic_actions.act(session, kind, email, now=now, who=who,
+                                  confirmations_per_day=runtime.settings.confirmations_per_day)
 
 
-class _Failures:
-    """Wrong passwords per client address: after ``limit`` within ``period`` seconds, that client
-    waits, whatever it sends (a right password included), until the oldest failure ages out."""
-
-    def __init__(self, limit: int, period: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.period, self._clock = limit, period, clock
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def wait(self, client: str) -> float:
-        now = self._clock()
-        with self._lock:
-            seen = self._seen.get(client)
-            while seen and now - seen[0] >= self.period:
-                seen.popleft()
-            if not seen:
-                self._seen.pop(client, None)
-                return 0.0
-            return self.period - (now - seen[0]) if len(seen) >= self.limit else 0.0
-
-    def add(self, client: str) -> None:
-        with self._lock:
-            if len(self._seen) > 10_000:  # bounded memory under a spray of addresses
-                self._seen.clear()
-            self._seen.setdefault(client, deque()).append(self._clock())
-
-
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
-    """(user, password) from an ``Authorization: Basic`` header, or None if absent or garbled."""
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return None
-    user, colon, password = decoded.partition(":")
-    return (user, password) if colon else None
+# What an unverified report claimed, in words.
+_CLAIMED = {"complaint": "spam complaint", "hard": "hard bounce", "soft": "soft bounce"}
 
 
 def _period(raw: str | None) -> tuple[int | None, str | None]:
@@ -301,138 +250,3 @@ def _sequence(templates_dir: Path, name: str) -> tuple[Sequence, str | None]:
     return found, None
 
 
-# ------------------------------------------------------------------------- charts (SVG geometry)
-
-@dataclass(frozen=True)
-class Bar:
-    label: str
-    value: int
-    width: float  # percent of the chart width
-    kind: str  # css class: people, step, goal
-    note: str = ""  # what follows the number: "· 74% of signups", "sent · 3 clicked (12%)"
-    clicked: int | None = None  # for steps: the people who clicked, drawn over the bar
-    clicked_width: float = 0.0
-    figure: str = ""  # data-figure name, so tests and people can find the number
-
-
-@dataclass(frozen=True)
-class FunnelChart:
-    bars: list[Bar]
-    row: int = 46  # px per bar, label line included
-
-    @property
-    def height(self) -> int:
-        return self.row * len(self.bars) + 4
-
-
-def funnel_chart(funnel: reports.Funnel) -> FunnelChart:
-    """Horizontal bars, one per stage, all on the same scale (the largest stage fills the width)."""
-    biggest = max([funnel.signups, funnel.confirmed, funnel.goal, *(s.sent for s in funnel.steps), 1])
-
-    def width(n: int) -> float:
-        return round(100 * n / biggest, 2)
-
-    bars = [
-        Bar("Signed up", funnel.signups, width(funnel.signups), "people", figure="signups"),
-        Bar("Confirmed", funnel.confirmed, width(funnel.confirmed), "people",
-            _share(funnel.confirm_rate, "of signups"), figure="confirmed"),
-    ]
-    for n, step in enumerate(funnel.steps, start=1):
-        clicked = None if step.trackable is False else step.clickers  # no links: no click bar either
-        bars.append(Bar(f"Email {n} · {step.key}", step.sent, width(step.sent), "step", _step_note(step),
-                        clicked, width(clicked or 0), figure=f"step:{step.key}:sent"))
-    bars.append(Bar("Clicked “book a consultation”", funnel.goal, width(funnel.goal), "goal",
-                    _share(funnel.goal_rate, "of confirmed"), figure="goal"))
-    return FunnelChart(bars)
-
-
-def _step_note(step: reports.StepFigures) -> str:
-    """What follows a step's sent figure: its clicks (or that it has no link to click), then who
-    has not had it yet and why, so a later email's smaller bar is not read as people dropping off."""
-    parts = ["sent"]
-    if step.trackable is False:
-        parts.append("no links of its own")
-    elif step.sent:
-        parts.append(f"{step.clickers:,} clicked ({_pct(step.click_rate)})")
-    if step.not_yet_due:
-        parts.append(f"{step.not_yet_due:,} not yet due")
-    if step.stopped:
-        parts.append(f"{step.stopped:,} stopped")
-    return " · ".join(parts)
-
-
-@dataclass(frozen=True)
-class DayBar:
-    day: date
-    count: int
-    x: float
-    y: float
-    height: float
-
-
-@dataclass(frozen=True)
-class PerDayChart:
-    bars: list[DayBar]
-    peak: int
-    total: int
-    width: int = 300
-    height: int = 100
-
-    @property
-    def peak_days(self) -> list[date]:
-        """The day(s) with the most signups, for "busiest day"."""
-        return [b.day for b in self.bars if b.count == self.peak] if self.peak else []
-
-    @property
-    def ticks(self) -> list[tuple[int, float]]:
-        """Y-axis labels (value, y in the 100-unit box): 0, the middle when it is a whole number, the peak."""
-        if not self.peak:
-            return [(0, 100.0)]
-        marks = [(0, 100.0)]
-        if self.peak >= 2 and self.peak % 2 == 0:
-            marks.append((self.peak // 2, 100 - 48.0))
-        marks.append((self.peak, 4.0))
-        return marks
-
-
-def per_day_chart(days: list[tuple[date, int]]) -> PerDayChart:
-    """Vertical bars in a 300x100 box the page stretches to its width. A day with no signups
-    still gets a 1-unit stub, so the row of days reads as a timeline, not as missing data."""
-    peak = max((n for _, n in days), default=0)
-    slot = 300 / max(len(days), 1)
-    bars = []
-    for i, (day, n) in enumerate(days):
-        h = max(96 * n / peak, 1) if peak else 1
-        bars.append(DayBar(day, n, round(i * slot + slot * 0.12, 2), round(100 - h, 2), round(h, 2)))
-    return PerDayChart(bars, peak, sum(n for _, n in days))
-
-
-# ------------------------------------------------------------------------- formatting filters
-
-# What an unverified report claimed, in words.
-_CLAIMED = {"complaint": "spam complaint", "hard": "hard bounce", "soft": "soft bounce"}
-
-
-def _share(rate: float | None, what: str) -> str:
-    return f"· {_pct(rate)} {what}" if rate is not None else ""
-
-
-def _pct(rate: float | None) -> str:
-    if rate is None:
-        return "–"
-    percent = rate * 100
-    return f"{percent:.0f}%" if percent >= 10 or percent == 0 else f"{percent:.1f}%"
-
-
-def _num(n: int) -> str:
-    return f"{n:,}"
-
-
-def _when(instant: datetime | None, zone: ZoneInfo) -> str:
-    if instant is None:
-        return ""
-    return instant.astimezone(zone).strftime("%d %b %Y, %H:%M").lstrip("0")
-
-
-def _day(d: date) -> str:
-    return d.strftime("%d %b").lstrip("0")

@@ -42,9 +42,13 @@ class Dispatcher:
         self._wake = threading.Event()
         self._full = False
         self._stop = threading.Event()
-        # Set while nothing is pending or running; a process-shared Event when run by DispatcherProcess.
-        self._idle = idle if idle is not None else threading.Event()
-        self._idle.set()
+        # Set while nothing is pending or running. A process-shared Event when run by
+        # DispatcherProcess, which owns it: the child must not set it when it starts, or a wake-up
+        # sent while the child was starting would look finished before it ran.
+        if idle is None:
+            idle = threading.Event()
+            idle.set()
+        self._idle = idle
         self._thread = threading.Thread(target=self._loop, name="nurture-dispatch", daemon=True)
         self._arrived = threading.Condition()
         self._waiting = 0  # confirmations owed since the running or last pass began
@@ -146,6 +150,7 @@ class DispatcherProcess:
             # New ones each time: a child killed inside get() or set() dies holding their locks.
             self._commands = self._context.Queue()
             self._idle = self._context.Event()
+            self._idle.set()
             self._process = self._context.Process(
                 target=_dispatch_in_child, args=(self.settings, self._commands, self._idle, os.getpid()),
                 name="nurture-dispatch", daemon=True)
