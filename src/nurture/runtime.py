@@ -10,6 +10,7 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from nurture.clock import utcnow
 from nurture.config import Settings
 from nurture.db import make_engine, session_factory
 from nurture.links import Links
@@ -49,7 +50,8 @@ class Runtime:
     @cached_property
     def renderer(self) -> Renderer:
         s = self.settings
-        return Renderer(s.templates_dir, clinic=s.clinic, base_url=s.base_url, consultation_url=s.consultation_url)
+        return Renderer(s.templates_dir, clinic=s.clinic, base_url=s.base_url, consultation_url=s.consultation_url,
+                        clock=utcnow)
 
     @cached_property
     def transport(self) -> Transport:

@@ -9,16 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from lxml import etree
 
-from nurture.rendering import (
-    FIRST_NAME_FALLBACK,
-    TEMPLATE_CONTEXT,
-    RenderError,
-    Renderer,
-    inline_css,
-    number_words,
-    sample_recipient,
-    when_phrase,
-)
+from nurture.css_inlining import inline_css
+from nurture.render_values import FIRST_NAME_FALLBACK, number_words, sample_recipient, when_phrase
+from nurture.rendering import TEMPLATE_CONTEXT, RenderError, Renderer
 from nurture.sequences import load_newsletters, load_sequences
 
 SHIPPED = Path(__file__).resolve().parents[2] / "templates" / "emails"
