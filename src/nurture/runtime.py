@@ -8,11 +8,10 @@ from datetime import timedelta
 from functools import cached_property
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.clock import utcnow
 from nurture.config import Settings
-from nurture.db import make_engine, session_factory
+from nurture.db import Database, make_engine, session_factory
 from nurture.links import Links
 from nurture.messages import Dkim, make_streams, sender_domain
 from nurture.ratelimit import Pacer
@@ -36,7 +35,7 @@ class Runtime:
         return make_engine(self.settings.database_url)
 
     @cached_property
-    def sessions(self) -> sessionmaker[Session]:
+    def sessions(self) -> Database:
         return session_factory(self.engine)
 
     @cached_property
