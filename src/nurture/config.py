@@ -32,6 +32,8 @@ DEFAULT_COST_TEXT = ("Ask us for the current price of a consultation and of a co
 DEFAULT_INSURANCE_TEXT = ("Insurance often does not cover ketamine treatment for depression, because that use is "
                           "off-label. Check with your insurer; we can give you the details they ask for.")
 DEV_SECRET_FILE = Path(".nurture-dev-secret")
+# The sequence new subscribers are put in unless NURTURE_SEQUENCE names another.
+DEFAULT_SEQUENCE = "nurture"
 
 
 class ConfigError(Exception):
@@ -102,7 +104,7 @@ class Settings(BaseSettings):
     # Only a certified Spravato REMS treatment center may give esketamine; the invitation offers it only then.
     esketamine_certified: bool = False
     templates_dir: Path = Path("templates/emails")
-    sequence: str = "nurture"
+    sequence: str = DEFAULT_SEQUENCE
 
     # Scheduling
     send_window: str = "09:00-17:00"

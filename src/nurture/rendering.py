@@ -152,18 +152,8 @@ TEMPLATE_CONTEXT: tuple[ContextVariable, ...] = (
 
 @dataclass(frozen=True)
 class Rendered:
-    subject: str
-    html: str
-    text: str
-    preheader: str
+    """One email as it goes out: subject, HTML with its CSS inlined, text part, preheader."""
 
-
-class RenderError(LocatedError):
-    """A template that cannot be rendered; str() is ``path:line: message``."""
-
-
-@dataclass(frozen=True)
-class Rendered:
     subject: str
     html: str
     text: str

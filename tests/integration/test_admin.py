@@ -308,7 +308,7 @@ def _form(client, email: str, action: str) -> dict[str, str]:
 
 def _ledger(runtime, email):
     from nurture.models import ConsentEvent
-    from nurture.subscribers import find_by_email
+    from nurture.address_hashes import find_by_email
 
     with runtime.sessions() as session:
         person = find_by_email(session, email)

@@ -34,7 +34,8 @@ from nurture.models import Status
 from nurture.runtime import Runtime
 from nurture.clock import utcnow
 from nurture.sequences import Sequence, TemplateFormatError, load_sequences
-from nurture.subscribers import RequestInfo, find_by_email
+from nurture.address_hashes import find_by_email
+from nurture.consent_ledger import RequestInfo
 from nurture.tokens import InvalidToken
 from nurture.timeline import build_timeline
 from nurture.validation import InvalidInput, normalise_email

@@ -44,7 +44,9 @@ from nurture.models import OutboxMessage, Subscriber
 from nurture.ratelimit import WindowLimiter
 from nurture.runtime import Runtime
 from nurture.clock import utcnow
-from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, ConfirmResult, RequestInfo, SignupRequest
+from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS, RequestInfo
+from nurture.new_subscribers import SignupRequest
+from nurture.subscribers import ConfirmResult
 from nurture.tokens import ExpiredToken, InvalidToken
 from nurture.tracking import Tracker, destination, links_in
 from nurture.sequences import TemplateFormatError
