@@ -202,7 +202,7 @@ names = st.text(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
 @given(first_name=names, token=names)
 def test_equivalence_for_arbitrary_values(renderer: Renderer, first_name: str, token: str) -> None:
     recipient = {**sample_recipient(BASE), "first_name": first_name, "unsubscribe_url": f"{BASE}/u/{token}"}
@@ -350,3 +350,12 @@ def test_cost_and_insurance_default_to_honest_placeholders() -> None:
     text = Renderer(SHIPPED, clinic=CLINIC, base_url=BASE).render(INVITE, sample_recipient(BASE)).text
     assert DEFAULT_COST_TEXT in text and DEFAULT_INSURANCE_TEXT in text
     assert "$" not in body_text(text)  # no price the clinic has not set
+
+
+def test_the_property_test_keeps_the_ci_profile() -> None:
+    """A test's own @settings replaces the profile's health-check list: too_slow must stay suppressed."""
+    from hypothesis import settings as current
+
+    chosen = test_equivalence_for_arbitrary_values._hypothesis_internal_use_settings  # type: ignore[attr-defined]
+    assert HealthCheck.too_slow in current.default.suppress_health_check
+    assert HealthCheck.too_slow in chosen.suppress_health_check and chosen.deadline is None
