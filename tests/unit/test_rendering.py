@@ -359,3 +359,18 @@ def test_the_property_test_keeps_the_ci_profile() -> None:
     chosen = test_equivalence_for_arbitrary_values._hypothesis_internal_use_settings  # type: ignore[attr-defined]
     assert HealthCheck.too_slow in current.default.suppress_health_check
     assert HealthCheck.too_slow in chosen.suppress_health_check and chosen.deadline is None
+
+
+def test_the_year_is_the_callers_clock(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    templates = copy_templates(tmp_path)
+    layout = templates / "layout.html.j2"
+    layout.write_text(layout.read_text().replace("{{ clinic.postal_address }}", "{{ clinic.postal_address }} &copy; {{ year }}", 1))
+    now = [datetime(2030, 12, 31, 23, 59, tzinfo=timezone.utc)]
+    renderer = Renderer(templates, clinic=CLINIC, base_url=BASE, clock=lambda: now[0], recheck_seconds=3600)
+    assert "© 2030" in renderer.render("nurture/10-welcome-history.html.j2", sample_recipient(BASE)).text
+    now[0] = datetime(2031, 1, 1, 0, 1, tzinfo=timezone.utc)
+    assert "© 2031" in renderer.render("nurture/10-welcome-history.html.j2", sample_recipient(BASE)).text
+    fixed = Renderer(templates, clinic=CLINIC, base_url=BASE, year=1999, clock=lambda: now[0])
+    assert "© 1999" in fixed.render("nurture/10-welcome-history.html.j2", sample_recipient(BASE)).text
