@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from nurture import bounces, reports, subscribers
+from nurture import bounces, funnel_figures, reports, subscribers
 from nurture.journey import Planner
 from nurture.models import Status
 from nurture.runtime import Runtime
@@ -146,9 +146,9 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
             except InvalidInput as exc:
                 search.error = exc.message
         with runtime.sessions() as session:
-            funnel = reports.funnel(session, since=since, sequence=sequence,
+            funnel = funnel_figures.funnel(session, since=since, sequence=sequence,
                                     consultation_url=settings.consultation_url,
-                                    trackable=reports.trackable_links(runtime.renderer, (s.template for s in sequence.steps),
+                                    trackable=funnel_figures.trackable_links(runtime.renderer, (s.template for s in sequence.steps),
                                                                       track_clicks=settings.track_clicks))
             per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now, zone=settings.timezone)
             deliveries = reports.recent_deliveries(session, LIST_LIMIT)
@@ -326,7 +326,7 @@ class FunnelChart:
         return self.row * len(self.bars) + 4
 
 
-def funnel_chart(funnel: reports.Funnel) -> FunnelChart:
+def funnel_chart(funnel: funnel_figures.Funnel) -> FunnelChart:
     """Horizontal bars, one per stage, all on the same scale (the largest stage fills the width)."""
     biggest = max([funnel.signups, funnel.confirmed, funnel.goal, *(s.sent for s in funnel.steps), 1])
 
@@ -347,7 +347,7 @@ def funnel_chart(funnel: reports.Funnel) -> FunnelChart:
     return FunnelChart(bars)
 
 
-def _step_note(step: reports.StepFigures) -> str:
+def _step_note(step: funnel_figures.StepFigures) -> str:
     """What follows a step's sent figure: its clicks (or that it has no link to click), then who
     has not had it yet and why, so a later email's smaller bar is not read as people dropping off."""
     parts = ["sent"]
