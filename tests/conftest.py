@@ -25,7 +25,9 @@ from nurture.transports import MemoryTransport
 sys.path.insert(0, str(Path(__file__).parent))  # tests/smtpd.py, tests/browser helpers
 
 # Property tests count examples, not seconds: on a busy 2-core CI machine generation can be slow,
-# and that says nothing about the code under test.
+# and that says nothing about the code under test. A test's own @settings that names
+# suppress_health_check replaces this list rather than adding to it, so such a test spreads
+# ``*settings.default.suppress_health_check`` into its own (a cold run once failed too_slow).
 hypothesis_settings.register_profile("nurture", deadline=None,
                                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 hypothesis_settings.load_profile("nurture")

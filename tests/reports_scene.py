@@ -167,7 +167,7 @@ def demo(sessions, now: datetime = NOW, days: int = 60, seed: int = 7) -> None:
     import random
 
     from nurture.models import Subscriber
-    from nurture.subscribers import tombstone_pepper
+    from nurture.address_hashes import tombstone_pepper
     from nurture.validation import keyed_email_hash
 
     with sessions() as session:

@@ -42,7 +42,9 @@ from nurture.db import transaction
 from nurture.messages import message_id as outbox_message_id
 from nurture.messages import sender_domain
 from nurture.models import Event, OutboxMessage, Status, Subscriber
-from nurture.subscribers import RequestInfo, find_by_email, mark_status, unsubscribe
+from nurture.address_hashes import find_by_email
+from nurture.consent_ledger import RequestInfo
+from nurture.subscribers import mark_status, unsubscribe
 from nurture.tokens import InvalidToken, Tokens
 from nurture.validation import InvalidInput, normalise_email
 

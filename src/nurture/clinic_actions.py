@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from nurture import subscribers
 from nurture.models import Status
-from nurture.subscribers import RequestInfo, find_by_email
+from nurture.address_hashes import find_by_email
+from nurture.consent_ledger import RequestInfo
 
 ACTIONS = ("unsubscribe", "resend-confirmation")
 

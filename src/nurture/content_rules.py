@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from nurture.rendering import NUMBER_WORDS
+from nurture.render_values import NUMBER_WORDS
 
 __all__ = [
     "BUILT_IN_HEALTH_TERMS",

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from nurture import outbox
 from nurture.message_key import ALL_PREFIXES, Kind, MessageKey
 from nurture.models import Broadcast, ConsentEvent, Event, OutboxMessage, Status
-from nurture.subscribers import find_by_email, stored_hash
+from nurture.address_hashes import find_by_email, stored_hash
 from nurture.validation import normalise_email
 
 FORMAT = "nurture-personal-data/2"  # 2: email_hash (keyed) replaced email_sha256

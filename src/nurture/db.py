@@ -9,6 +9,11 @@ steps of up to 100 ms, which under load (the web endpoint and its mail thread) t
 stalls, while a Python lock hands over at once. Plain reads use a deferred BEGIN and, in WAL
 mode, never wait for a writer. Transactions stay short.
 
+The write discipline is a :class:`Database`: the sessionmaker for one engine, which owns the
+in-process write lock and knows whether this thread is inside one of its write transactions (a
+session opened then begins with ``BEGIN IMMEDIATE``: the engine's ``begin`` hook reads that from
+the connection's execution options, so no state is kept on the engine or in the module).
+
 Many small writes from concurrent requests (signups) go through a ``GroupCommit``
 (:mod:`nurture.group_commit`).
 """
@@ -28,7 +33,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 10_000
-_writing = threading.local()
+# Execution option naming the statement that begins a transaction on SQLite.
+_BEGIN = "nurture_sqlite_begin"
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -41,8 +47,6 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    engine.info_lock = threading.RLock()  # type: ignore[attr-defined]  # in-process writers queue here
-
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
@@ -56,7 +60,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if getattr(_writing, "depth", 0) else "BEGIN")
+        connection.exec_driver_sql(connection.get_execution_options().get(_BEGIN, "BEGIN"))
 
 
 def insert_or_not(session: Session, model):
@@ -65,24 +69,65 @@ def insert_or_not(session: Session, model):
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+class Database(sessionmaker[Session]):
+    """The sessions of one engine, and its write discipline: ``transaction()`` for writes.
+
+    On SQLite, writers in this process queue on :attr:`write_lock` and every session opened while
+    this thread is inside a write transaction begins with ``BEGIN IMMEDIATE``; other sessions begin
+    with a deferred ``BEGIN``. On PostgreSQL a write transaction is an ordinary one.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, expire_on_commit=False)
+        self.engine = engine
+        sqlite_engine = engine.dialect.name == "sqlite"
+        self.write_lock: threading.RLock | None = threading.RLock() if sqlite_engine else None
+        # The same engine (pool, events) with the begin statement of a write transaction.
+        self._write_bind = engine.execution_options(**{_BEGIN: "BEGIN IMMEDIATE"}) if sqlite_engine else engine
+        self._writing = threading.local()  # .depth: write transactions this thread is inside
+
+    @property
+    def writing(self) -> bool:
+        """Whether this thread is inside one of this database's write transactions."""
+        return getattr(self._writing, "depth", 0) > 0
+
+    def __call__(self, **local_kw) -> Session:
+        if self.writing and "bind" not in local_kw:
+            local_kw["bind"] = self._write_bind
+        return super().__call__(**local_kw)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One short write transaction: commit on success, roll back on any error."""
+        self._writing.depth = getattr(self._writing, "depth", 0) + 1
+        try:
+            if self.write_lock is None:
+                with self() as session, session.begin():
+                    yield session
+            else:
+                with self.write_lock, self() as session, session.begin():
+                    yield session
+        finally:
+            self._writing.depth -= 1
+
+
+def session_factory(engine: Engine) -> Database:
+    """The :class:`Database` for ``engine``: the one sessionmaker the entry points and tests build."""
+    return Database(engine)
 
 
 @contextmanager
 def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """One short write transaction: commit on success, roll back on any error."""
-    lock = getattr(sessions.kw.get("bind"), "info_lock", None)
-    _writing.depth = getattr(_writing, "depth", 0) + 1
-    try:
-        if lock is None:
-            with sessions() as session, session.begin():
-                yield session
-        else:
-            with lock, sessions() as session, session.begin():
-                yield session
-    finally:
-        _writing.depth -= 1
+    """One short write transaction: commit on success, roll back on any error.
+
+    ``sessions`` is a :class:`Database` (from :func:`session_factory`), which brings the SQLite
+    write discipline; a plain sessionmaker gets an ordinary transaction."""
+    if isinstance(sessions, Database):
+        with sessions.transaction() as session:
+            yield session
+    else:
+        with sessions() as session, session.begin():
+            yield session
 
 
 T = TypeVar("T")

@@ -20,6 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from nurture.config import DEFAULT_SEQUENCE
+
 # SQLite keeps BIGINT primary keys from auto-incrementing; use INTEGER there.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -92,7 +94,7 @@ class Subscriber(Base):
     status: Mapped[Status] = mapped_column(_enum(Status, "subscriber_status"), index=True)
     wants_series: Mapped[bool] = mapped_column(default=True)
     wants_newsletter: Mapped[bool] = mapped_column(default=True)
-    sequence: Mapped[str] = mapped_column(String(64), default="nurture")
+    sequence: Mapped[str] = mapped_column(String(64), default=DEFAULT_SEQUENCE)
     tags: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

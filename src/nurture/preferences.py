@@ -18,7 +18,8 @@ from nurture.journey import key_of, next_step
 from nurture.message_key import SEQUENCE_PREFIX
 from nurture.models import OutboxMessage, OutboxState, Status, Subscriber
 from nurture.sequences import Sequence
-from nurture.subscribers import RequestInfo, may_resume, resume, unsubscribe
+from nurture.subscribers import may_resume, resume, unsubscribe
+from nurture.consent_ledger import RequestInfo
 
 
 class Series(enum.Enum):

@@ -68,58 +68,50 @@ context and joins the segments. The output parses to the same tree as Jinja +
 premailer run for that one recipient (``tests/unit/test_rendering.py`` checks
 that). Each call stats the template's files, so edits are picked up at once
 by the studio and a long-running scheduler.
+
+Where the parts live: values cleaned and campaign values in :mod:`nurture.render_values`, the loader
+and an email's files in :mod:`nurture.template_loader`, errors mapped to template lines in
+:mod:`nurture.template_errors`, premailer in :mod:`nurture.css_inlining`, the cache of versions in
+:mod:`nurture.template_versions`. The year comes from the ``clock`` the caller gives the renderer.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-import hashlib
-import json
-import logging
-import os
-import re
-import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from nurture.config import DEFAULT_COST_TEXT, DEFAULT_INSURANCE_TEXT
+from nurture.clock import utcnow
+from nurture.css_inlining import inline_css, quiet_cssutils
 from nurture.plaintext import html_to_text
-from nurture.recipient_slots import RecipientSlots, Segments, SlotError, fillers
-from nurture.sequences import (
-    NOT_SEQUENCES,
-    LocatedError,
-    Place,
-    Step,
-    TemplateFormatError,
-    place_email,
-    strip_front_matter,
+from nurture.recipient_slots import RecipientSlots, SlotError, fillers
+from nurture.render_values import (
+    FIRST_NAME_FALLBACK,
+    RECIPIENT_KEYS,
+    clinic_context,
+    clinic_value,
+    number_words,
+    prepare_recipient,
+    sample_recipient,
+    when_phrase,
 )
+from nurture.sequences import LocatedError, Place, Step, TemplateFormatError, place_email
+from nurture.template_errors import error_message, front_matter_line, template_line
+from nurture.template_loader import FrontMatterLoader, TemplateSourceError, template_files
+from nurture.template_versions import RECHECK_SECONDS, Compiled, TemplateVersions
 
 __all__ = [
-    "FIRST_NAME_FALLBACK",
-    "NUMBER_WORDS",
-    "RECIPIENT_KEYS",
     "TEMPLATE_CONTEXT",
     "ContextVariable",
     "RenderError",
     "Rendered",
     "Renderer",
-    "inline_css",
-    "number_words",
-    "sample_recipient",
-    "when_phrase",
 ]
-
-FIRST_NAME_FALLBACK = "there"
-RECIPIENT_KEYS = ("first_name", "unsubscribe_url", "preferences_url", "confirm_url")
 
 
 @dataclass(frozen=True)
@@ -160,6 +152,8 @@ TEMPLATE_CONTEXT: tuple[ContextVariable, ...] = (
 
 @dataclass(frozen=True)
 class Rendered:
+    """One email as it goes out: subject, HTML with its CSS inlined, text part, preheader."""
+
     subject: str
     html: str
     text: str
@@ -170,159 +164,6 @@ class RenderError(LocatedError):
     """A template that cannot be rendered; str() is ``path:line: message``."""
 
 
-def sample_recipient(base_url: str) -> dict[str, str]:
-    """A made-up recipient for previews, the studio and the validator."""
-    base = base_url.rstrip("/")
-    return {
-        "first_name": "Alex",
-        "unsubscribe_url": f"{base}/unsubscribe/sample-token",
-        # As Links.preferences builds it: the preferences page takes the unsubscribe token.
-        "preferences_url": f"{base}/preferences/sample-token",
-        "confirm_url": f"{base}/confirm/sample-token",
-    }
-
-
-# --------------------------------------------------------------------------- counts in words
-
-NUMBER_WORDS = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
-)
-
-
-def number_words(value: Any) -> str:
-    """The ``words`` filter: 4 -> "four"; numbers past twenty (and anything else) as they are."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(NUMBER_WORDS):
-        return NUMBER_WORDS[value]
-    return str(value)
-
-
-def when_phrase(days: int) -> str:
-    """How far off the next step is, as a sentence says it (it goes at the send hour of that day)."""
-    if days <= 0:
-        return "soon"  # two steps on one day: the second waits for the next day with room
-    if days == 1:
-        return "tomorrow"
-    if days % 7 == 0:
-        weeks = days // 7
-        return "in a week" if weeks == 1 else f"in {number_words(weeks)} weeks"
-    return f"in {number_words(days)} days"
-
-
-# --------------------------------------------------------------------------- CSS inlining
-
-def _quiet_cssutils() -> None:
-    # cssutils logs every vendor property (mso-*, -webkit-*) to stderr through its own handler.
-    logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
-
-
-@lru_cache(maxsize=32)
-def inline_css(html: str) -> str:
-    """premailer with this project's settings: never the network, @media rules kept and winning.
-
-    Cached by the HTML itself (premailer is a pure function of it, and slow: a quarter of a second
-    an email): a renderer made afresh, as `templates validate` and the studio make one for every
-    check, inlines again only the emails whose HTML changed."""
-    from premailer import Premailer  # imported lazily: premailer pulls in requests and cssutils
-
-    _quiet_cssutils()
-    return Premailer(
-        html,
-        base_url=None,
-        disable_link_rewrites=True,
-        allow_network=False,
-        allow_loading_external_files=False,
-        disable_validation=True,  # vendor properties such as mso-hide are not "valid" CSS
-        keep_style_tags=False,  # keep only what cannot be inlined: @media and :hover rules
-        strip_important=False,  # premailer marks @media rules !important; they must beat inline styles
-        exclude_pseudoclasses=True,
-        remove_classes=False,  # @media rules select by class
-        cssutils_logging_level=logging.CRITICAL,
-    ).transform(pretty_print=False)
-
-
-# --------------------------------------------------------------------------- recipient values
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-
-
-def _clean(value: Any) -> str:
-    """One line, no control characters: what a name or URL may hold in any part of an email."""
-    return " ".join(_CONTROL.sub(" ", str(value)).split())
-
-
-def _prepare(recipient: Mapping[str, Any]) -> dict[str, str]:
-    """Cleaned recipient values; an empty value counts as missing (an empty URL is a bug upstream)."""
-    values = {}
-    for key in RECIPIENT_KEYS:
-        raw = recipient.get(key)
-        value = _clean(raw) if raw is not None else ""
-        if value:
-            if key.endswith("_url") and not value.lower().startswith(("https://", "http://")):
-                raise ValueError(f"{key} must be an http(s) URL, got {value[:40]!r}")
-            values[key] = value
-    values.setdefault("first_name", FIRST_NAME_FALLBACK)
-    return values
-
-
-# --------------------------------------------------------------------------- templates
-
-class _FrontMatterLoader(FileSystemLoader):
-    """Jinja sees an email file with its front matter blanked out, line numbers unchanged."""
-
-    def get_source(self, environment, template):  # type: ignore[override]
-        source, filename, uptodate = super().get_source(environment, template)
-        if source.startswith(("---", "\ufeff---")):
-            source = strip_front_matter(source)
-        return source, filename, uptodate
-
-
-def _template_line(exc: BaseException, templates_dir: Path) -> tuple[Path, int] | None:
-    """The innermost template file and line in a Jinja traceback (Jinja rewrites frames to template lines)."""
-    if isinstance(exc, TemplateSyntaxError) and exc.filename and exc.lineno:
-        return Path(exc.filename), exc.lineno
-    found = None
-    tb = exc.__traceback__
-    root = str(templates_dir.resolve())
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename.startswith(root) or filename.startswith(str(templates_dir)):
-            found = (Path(filename), tb.tb_lineno)
-        tb = tb.tb_next
-    return found
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    subject: Segments
-    preheader: Segments
-    html: Segments
-    text: Segments
-    keys: frozenset[str]  # recipient values this template uses
-
-
-@dataclass
-class _Entry:
-    stamps: tuple[tuple[str, tuple[int, int, int]], ...]
-    fingerprint: str
-    year: int
-    compiled: _Compiled
-    checked: float = 0.0  # time.monotonic() of the last look at the files
-
-
-# Looking at the template files costs a few stat() calls: by default do it at most once a second
-# per template, so a long run picks up marketing's edits within a second without paying per email.
-RECHECK_SECONDS = 1.0
-
-
-def _stamp(path: str) -> tuple[int, int, int]:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return (-1, -1, -1)
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 class Renderer:
     """Renders emails from ``templates_dir``; safe to share between threads.
 
@@ -330,6 +171,8 @@ class Renderer:
     ``phone``, ``website_url`` (and optionally ``consultation_url``, ``cost``,
     ``insurance``, ``consultation_format``, ``esketamine_certified``; see
     :class:`nurture.config.Settings` for what they mean and their defaults).
+    ``year`` fixes the footer's year; otherwise it is ``clock()``'s (the entry
+    points pass :func:`nurture.clock.utcnow`, tests a fixed instant).
     """
 
     def __init__(
@@ -340,21 +183,22 @@ class Renderer:
         base_url: str,
         consultation_url: str | None = None,
         year: int | None = None,
+        clock: Callable[[], datetime] = utcnow,
         recheck_seconds: float = RECHECK_SECONDS,
     ) -> None:
-        _quiet_cssutils()
+        quiet_cssutils()
         self.templates_dir = Path(templates_dir)
         self.base_url = base_url.rstrip("/")
-        self.clinic = _clinic_context(clinic)
+        self.clinic = clinic_context(clinic)
         self.consultation_url = (
             consultation_url
-            or _clinic_value(clinic, "consultation_url", None)
+            or clinic_value(clinic, "consultation_url", None)
             or f"{self.clinic['website_url'].rstrip('/') or self.base_url}/consultation"
         )
         self._year = year
-        self._recheck_seconds = recheck_seconds
+        self._clock = clock
         self.env = SandboxedEnvironment(
-            loader=_FrontMatterLoader(str(self.templates_dir)),
+            loader=FrontMatterLoader(str(self.templates_dir)),
             autoescape=True,
             undefined=StrictUndefined,
             auto_reload=True,
@@ -363,9 +207,7 @@ class Renderer:
         for env in (self.env, self._line_env):
             env.filters["words"] = number_words
         self._slots = RecipientSlots(RECIPIENT_KEYS)
-        self._cache: dict[str, _Entry] = {}
-        self._versions: dict[str, _Compiled] = {}  # fingerprint -> compiled, so touching a file costs no rebuild
-        self._lock = threading.Lock()
+        self._versions = TemplateVersions(self.templates_dir, recheck_seconds)
 
     # ------------------------------------------------------------------ public
 
@@ -376,7 +218,7 @@ class Renderer:
     def render(self, template: str, recipient: Mapping[str, Any]) -> Rendered:
         """Subject, inlined HTML, text and preheader of ``template`` for one recipient."""
         compiled = self._compiled(template)
-        values = _prepare(recipient)
+        values = prepare_recipient(recipient)
         missing = compiled.keys - values.keys()
         if missing:
             raise RenderError(self.templates_dir / template, 0, f"the recipient has no {', '.join(sorted(missing))}")
@@ -390,8 +232,8 @@ class Renderer:
 
     def render_reference(self, template: str, recipient: Mapping[str, Any]) -> Rendered:
         """Jinja + premailer for this one recipient: the slow path :meth:`render` must match."""
-        values = _prepare(recipient)
-        context = self._context(self._describe(template), values)
+        values = prepare_recipient(recipient)
+        context = self._context(self._describe(template), values, self._current_year())
         html = self._render_html(template, context)
         return Rendered(
             subject=context["step"]["subject"],
@@ -422,75 +264,28 @@ class Renderer:
 
     def context(self, template: str, recipient: Mapping[str, Any]) -> dict[str, Any]:
         """The Jinja context ``template`` sees for this recipient (values cleaned, fallback applied)."""
-        return self._context(self._describe(template), _prepare(recipient))
+        return self._context(self._describe(template), prepare_recipient(recipient), self._current_year())
 
     def dependencies(self, template: str) -> list[Path]:
         """Files whose content makes up ``template``: itself, what it extends/includes, its sibling steps."""
-        names: list[str] = []
-        pending = [template]
-        while pending:
-            name = pending.pop()
-            if name in names:
-                continue
-            names.append(name)
-            try:
-                source, filename, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
-            except TemplateError:
-                continue  # a missing file is reported when the template is built
-            try:
-                refs = list(meta.find_referenced_templates(self.env.parse(source, name, filename)))
-            except TemplateSyntaxError as exc:
-                raise RenderError(filename, exc.lineno, f"template syntax error: {exc.message}") from exc
-            if None in refs:
-                raise RenderError(filename, 0, "template names in extends/include must be fixed strings")
-            pending.extend(ref for ref in refs if ref is not None)
-        paths = [self.templates_dir / name for name in names]
-        parts = Path(template).parts
-        if len(parts) == 2 and parts[0] not in NOT_SEQUENCES:
-            directory = self.templates_dir / parts[0]
-            siblings = sorted(p for p in directory.glob("*.html.j2") if p.name != parts[1])
-            paths.extend(siblings)
-            paths.append(directory)
-        return paths
+        try:
+            return template_files(self.env, self.templates_dir, template)
+        except TemplateSourceError as exc:
+            raise RenderError(exc.path, exc.line, exc.message) from exc
 
     # ------------------------------------------------------------------ cache
 
     def _current_year(self) -> int:
-        return self._year if self._year is not None else datetime.now(timezone.utc).year
+        return self._year if self._year is not None else self._clock().year
 
-    def _compiled(self, template: str) -> _Compiled:
-        entry = self._cache.get(template)
-        year = self._current_year()
-        if entry is not None and entry.year == year:
-            now = time.monotonic()
-            if now - entry.checked < self._recheck_seconds:
-                return entry.compiled
-            if all(_stamp(p) == s for p, s in entry.stamps):
-                entry.checked = now
-                return entry.compiled
-        with self._lock:
-            paths = self.dependencies(template)
-            stamps = tuple((str(p), _stamp(str(p))) for p in paths)
-            digest = hashlib.sha256()
-            digest.update(json.dumps([template, self._campaign(), year], sort_keys=True).encode())
-            for path in paths:
-                digest.update(str(path.relative_to(self.templates_dir)).encode() + b"\0")
-                if path.is_file():
-                    digest.update(path.read_bytes())
-                elif path.is_dir():
-                    digest.update("\0".join(sorted(p.name for p in path.iterdir())).encode())
-                digest.update(b"\0")
-            fingerprint = digest.hexdigest()
-            compiled = self._versions.get(fingerprint)
-            if compiled is None:
-                if self.env.cache is not None:  # Jinja's own cache goes by mtime; we go by content
-                    self.env.cache.clear()
-                compiled = self._build(template, year)
-                if len(self._versions) > 256:
-                    self._versions.clear()
-                self._versions[fingerprint] = compiled
-            self._cache[template] = _Entry(stamps, fingerprint, year, compiled, time.monotonic())
-            return compiled
+    def _compiled(self, template: str) -> Compiled:
+        return self._versions.get(
+            template,
+            year=self._current_year(),
+            campaign=self._campaign(),
+            files=self.dependencies,
+            build=self._build,
+        )
 
     # ------------------------------------------------------------------ building
 
@@ -509,15 +304,16 @@ class Renderer:
         try:
             rendered = self._line_env.from_string(source).render(context)
         except (TemplateError, TypeError) as exc:
-            raise RenderError(self.templates_dir / step.template, _front_line(self.templates_dir / step.template, field), f"{field}: {exc}") from exc
+            path = self.templates_dir / step.template
+            raise RenderError(path, front_matter_line(path, field), f"{field}: {exc}") from exc
         return " ".join(rendered.split())
 
-    def _context(self, place: Place, values: Mapping[str, str]) -> dict[str, Any]:
+    def _context(self, place: Place, values: Mapping[str, str], year: int) -> dict[str, Any]:
         step = place.step
         context: dict[str, Any] = {
             **self._campaign(),
             "sequence": {"name": step.sequence or "system"},
-            "year": self._current_year(),
+            "year": year,
             **values,
         }
         context["step"] = self._step_lines(step, place.total, context)
@@ -549,17 +345,14 @@ class Renderer:
 
     def _render_error(self, exc: Exception, template: str) -> RenderError:
         """An exception from rendering ``template``, as the RenderError that names its file and line."""
-        where = _template_line(exc, self.templates_dir) or (self.templates_dir / template, 0)
-        if isinstance(exc, TemplateError) and exc.message:
-            message = exc.message
-        else:
-            message = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, TemplateSyntaxError):
-            message = f"template syntax error: {message}"
-        return RenderError(where[0], where[1], message)
+        where = template_line(exc, self.templates_dir) or (self.templates_dir / template, 0)
+        return RenderError(where[0], where[1], error_message(exc))
 
-    def _build(self, template: str, year: int) -> _Compiled:
-        context = self._context(self._describe(template), self._slots.markers())
+    def _build(self, template: str, year: int) -> Compiled:
+        """Render ``template`` once with markers for the recipient values, inline its CSS, split it."""
+        if self.env.cache is not None:  # Jinja's own cache goes by mtime; we go by content
+            self.env.cache.clear()
+        context = self._context(self._describe(template), self._slots.markers(), year)
         html = self._render_html(template, context)
         try:
             for name, value in (("subject", context["step"]["subject"]), ("preheader", context["step"]["preheader"]), ("body", html)):
@@ -568,41 +361,10 @@ class Renderer:
         except SlotError as exc:  # the slots know the mistake, not the file: say where it is
             raise RenderError(self.templates_dir / template, 0, str(exc)) from exc
         text = html_to_text(html)
-        return _Compiled(
+        return Compiled(
             subject=self._slots.split_line(context["step"]["subject"]),
             preheader=self._slots.split_line(context["step"]["preheader"]),
             html=html_segments,
             text=self._slots.split_text(text),
             keys=frozenset(keys),
         )
-
-
-_CLINIC_TEXT = {
-    "name": "", "postal_address": "", "phone": "", "website_url": "",
-    "cost": DEFAULT_COST_TEXT, "insurance": DEFAULT_INSURANCE_TEXT, "consultation_format": "either",
-}
-
-
-def _clinic_context(clinic: Mapping[str, Any] | Any) -> dict[str, Any]:
-    """``clinic.*`` for templates: text values as strings, the certification as a real boolean
-    (the string "False" would be true in ``{% if %}``)."""
-    values: dict[str, Any] = {name: _clinic_value(clinic, name, default) for name, default in _CLINIC_TEXT.items()}
-    values["esketamine_certified"] = _clinic_value(clinic, "esketamine_certified", "false").strip().lower() == "true"
-    return values
-
-
-def _clinic_value(clinic: Any, name: str, default: Any) -> Any:
-    if isinstance(clinic, Mapping):
-        value = clinic.get(name, default)
-    else:
-        value = getattr(clinic, name, default)
-    return default if value is None else str(value)
-
-
-def _front_line(path: Path, field: str) -> int:
-    from nurture.sequences import parse_front_matter
-
-    try:
-        return parse_front_matter(path.read_text(encoding="utf-8"), path).lines.get(field, 1)
-    except (OSError, TemplateFormatError):
-        return 1

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 from functools import cached_property
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from nurture.clock import utcnow
 from nurture.config import Settings
-from nurture.db import make_engine, session_factory
+from nurture.db import Database, make_engine, session_factory
 from nurture.links import Links
 from nurture.messages import Dkim, make_streams, sender_domain
 from nurture.ratelimit import Pacer
@@ -39,7 +40,7 @@ class Runtime:
         return make_engine(self.settings.database_url)
 
     @cached_property
-    def sessions(self) -> sessionmaker[Session]:
+    def sessions(self) -> Database:
         return session_factory(self.engine)
 
     @cached_property
@@ -53,7 +54,8 @@ class Runtime:
     @cached_property
     def renderer(self) -> Renderer:
         s = self.settings
-        return Renderer(s.templates_dir, clinic=s.clinic, base_url=s.base_url, consultation_url=s.consultation_url)
+        return Renderer(s.templates_dir, clinic=s.clinic, base_url=s.base_url, consultation_url=s.consultation_url,
+                        clock=utcnow)
 
     @cached_property
     def transport(self) -> Transport:

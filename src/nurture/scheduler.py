@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from datetime import datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -16,10 +18,10 @@ from nurture.sending_processes import SendingPass
 log = logging.getLogger(__name__)
 
 
-def send_job(passes: SendingPass, stop: threading.Event) -> None:
-    """One scheduled pass. Errors are logged, never raised: the next run tries again."""
+def send_job(passes: SendingPass, stop: threading.Event, clock: Callable[[], datetime] = utcnow) -> None:
+    """One scheduled pass at ``clock()``. Errors are logged, never raised: the next run tries again."""
     try:
-        summary = passes.run(utcnow(), stop=stop)
+        summary = passes.run(clock(), stop=stop)
         log.info("scheduled pass: planned %d, %s", summary.planned, summary.line())
         for template, reason in summary.broken.items():
             log.error("template %s cannot be rendered; its messages wait until it is fixed: %s", template, reason)
@@ -29,15 +31,16 @@ def send_job(passes: SendingPass, stop: threading.Event) -> None:
         log.exception("scheduled pass failed; the next run will try again")
 
 
-def build_scheduler(passes: SendingPass, interval_minutes: int, stop: threading.Event, *, blocking: bool):
-    """A scheduler with one job, running now and then every ``interval_minutes``.
+def build_scheduler(passes: SendingPass, interval_minutes: int, stop: threading.Event, *, blocking: bool,
+                    clock: Callable[[], datetime] = utcnow):
+    """A scheduler with one job, running now (by ``clock``) and then every ``interval_minutes``.
 
     One instance at a time per process (max_instances=1) and missed runs coalesce into one, so a
     long pass or a suspended laptop never stacks passes up."""
     cls = BlockingScheduler if blocking else BackgroundScheduler
     scheduler = cls(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
-    scheduler.add_job(send_job, "interval", minutes=interval_minutes, args=[passes, stop], id="send-due",
-                      next_run_time=utcnow())
+    scheduler.add_job(send_job, "interval", minutes=interval_minutes, args=[passes, stop, clock], id="send-due",
+                      next_run_time=clock())
     return scheduler
 
 

@@ -27,10 +27,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nurture import subscribers
+from nurture import address_hashes, new_subscribers, subscribers
+from nurture.config import DEFAULT_SEQUENCE
 from nurture.db import transaction
 from nurture.models import Status, Subscriber
-from nurture.subscribers import RequestInfo
+from nurture.consent_ledger import RequestInfo
 from nurture.validation import InvalidInput, Signup, email_hash, parse_signup
 
 COLUMNS = ("email", "first_name", "timezone", "consent")
@@ -97,6 +98,7 @@ def import_csv(
     consent_source: str | None = None,
     dry_run: bool = False,
     confirmations_per_day: int = 3,
+    sequence: str = DEFAULT_SEQUENCE,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
@@ -119,7 +121,8 @@ def import_csv(
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
         counts = _run_batch(sessions, batch, now=now, default_timezone=default_timezone, confirmed=confirmed,
-                            source=source, dry_run=dry_run, confirmations_per_day=confirmations_per_day)
+                            source=source, dry_run=dry_run, confirmations_per_day=confirmations_per_day,
+                            sequence=sequence)
         for name, value in counts.items():
             setattr(report, name, getattr(report, name) + value)
         if progress is not None:
@@ -286,8 +289,9 @@ def _import_batch(
     source: str,
     dry_run: bool,
     confirmations_per_day: int,
+    sequence: str,
 ) -> dict[str, int]:
-    hashes = {row.line: subscribers.hashes_to_match(session, row.signup.email) for row in batch}
+    hashes = {row.line: address_hashes.hashes_to_match(session, row.signup.email) for row in batch}
     known = dict(
         session.execute(
             select(Subscriber.email_hash, Subscriber.status)
@@ -310,14 +314,14 @@ def _import_batch(
     if dry_run or not new:
         return counts
     if confirmed:
-        subscribers.add_confirmed(session, [r.signup for r in new], now=now, source=source,
-                                  default_timezone=default_timezone)
+        new_subscribers.add_confirmed(session, [r.signup for r in new], now=now, source=source,
+                                      default_timezone=default_timezone, sequence=sequence)
         return counts
     request = RequestInfo(ip=None, user_agent=None, source=source)
     for row in new:
         outcome = subscribers.subscribe(session, row.signup, now=now, request=request,
                                         default_timezone=default_timezone,
-                                        confirmations_per_day=confirmations_per_day)
+                                        confirmations_per_day=confirmations_per_day, sequence=sequence)
         counts["confirmations_queued"] += outcome.confirmation_queued
     return counts
 

@@ -1,8 +1,12 @@
-"""The rules over subscribers: subscribe, confirm, unsubscribe, and the consent ledger.
+"""The rules over subscribers: subscribe, confirm, unsubscribe, resume, and delivery-driven status.
 
 Every function takes an open Session (the caller owns the transaction) and ``now``.
 Responses to the outside world must not reveal whether an address is known, so ``subscribe``
 returns what to *do*, never a message for the person.
+
+Finding a person by address is :mod:`nurture.address_hashes`; the rows of a new person and the
+fast signup INSERTs are :mod:`nurture.new_subscribers`; every consent given or withdrawn is
+written to :mod:`nurture.consent_ledger`.
 """
 
 from __future__ import annotations
@@ -11,97 +15,28 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from nurture import outbox
+from nurture.address_hashes import find_by_email, hashes_to_match, stored_hash
+from nurture.config import DEFAULT_SEQUENCE
+from nurture.consent_ledger import CONSENT_VERSION, RequestInfo, record_consent
 from nurture.message_key import ALL_PREFIXES, BROADCAST_PREFIX, CONFIRMATION_PREFIX, SEQUENCE_PREFIX, MessageKey
-from nurture.models import (UNPLANNED, TOMBSTONE_PEPPER, AppSecret, ConsentEvent, OutboxMessage, OutboxState,
-                            Status, Subscriber)
-from nurture.validation import Signup, email_hash, keyed_email_hash
+from nurture.models import UNPLANNED, ConsentEvent, OutboxMessage, OutboxState, Status, Subscriber
+from nurture.new_subscribers import CONFIRM_TEMPLATE, KNOWN_HASHES, SignupRequest, insert_new_signups
+from nurture.validation import Signup
 
-# The exact words shown beside the consent checkbox, by version. Never edit a published version:
-# add a new one, so the ledger can always show what a person agreed to.
-CONSENT_WORDINGS = {
-    "2026-11-28": (
-        "Yes, email me Clearwater Psychiatry's short series about ketamine treatment for depression "
-        "(four emails over about a week) and then the occasional newsletter. I can unsubscribe at any "
-        "time with one click. These emails are educational and are not medical advice."
-    ),
-}
-CONSENT_VERSION = "2026-11-28"
-CONFIRM_TEMPLATE = "system/confirm.html.j2"
 RESEND_AFTER = timedelta(minutes=10)
 _CAN_OPT_IN_AGAIN = (Status.unsubscribed, Status.erased, Status.bounced, Status.complained)
 UNSUBSCRIBE_SCOPES = ("all", "series", "newsletter")
 
 
 @dataclass(frozen=True)
-class RequestInfo:
-    """Who asked, for the consent ledger."""
-
-    ip: str | None
-    user_agent: str | None
-    source: str
-
-
-@dataclass(frozen=True)
 class SignupOutcome:
     subscriber_id: int | None
     confirmation_queued: bool
-
-
-@dataclass(frozen=True)
-class SignupRequest:
-    """One signup as it arrived: what the person sent, who sent it, and when."""
-
-    signup: Signup
-    request: RequestInfo
-    now: datetime
-
-
-class PepperMissing(RuntimeError):
-    """The database has no tombstone pepper: its schema predates migration 0003."""
-
-
-# One pepper per database, read on first use and kept for the life of the engine (so per process):
-# a signup must not cost a query for it.
-_peppers: WeakKeyDictionary[Engine, bytes] = WeakKeyDictionary()
-
-
-def tombstone_pepper(session: Session) -> bytes:
-    """The key of the stored address hashes: made once, at random, by migration 0003 and kept in
-    the database, so rotating NURTURE_SECRET_KEY never orphans a tombstone."""
-    engine = session.get_bind()
-    pepper = _peppers.get(engine)
-    if pepper is None:
-        value = session.scalar(select(AppSecret.value).where(AppSecret.name == TOMBSTONE_PEPPER))
-        if value is None:
-            raise PepperMissing("the database has no tombstone pepper: run `nurture db upgrade`")
-        pepper = _peppers[engine] = bytes.fromhex(value)
-    return pepper
-
-
-def stored_hash(session: Session, normalised_email: str) -> str:
-    """The hash to store for an address (``Subscriber.email_hash``)."""
-    return keyed_email_hash(normalised_email, tombstone_pepper(session))
-
-
-def hashes_to_match(session: Session, normalised_email: str) -> tuple[str, str]:
-    """Every hash a row of this address can have: the keyed one, and the plain one a process still
-    on the previous version may have written while the database was being upgraded."""
-    return stored_hash(session, normalised_email), email_hash(normalised_email)
-
-
-def find_by_email(session: Session, normalised_email: str) -> Subscriber | None:
-    keyed, plain = hashes_to_match(session, normalised_email)
-    # Should both exist (an old process added the address again mid-upgrade), the keyed row wins.
-    return session.scalar(
-        select(Subscriber).where(Subscriber.email_hash.in_((keyed, plain)))
-        .order_by((Subscriber.email_hash == keyed).desc()).limit(1)
-    )
 
 
 def subscribe(
@@ -112,6 +47,7 @@ def subscribe(
     request: RequestInfo,
     default_timezone: str,
     confirmations_per_day: int,
+    sequence: str = DEFAULT_SEQUENCE,
 ) -> SignupOutcome:
     """Record a signup and queue a confirmation email when one is due.
 
@@ -124,7 +60,8 @@ def subscribe(
         return SignupOutcome(None, False)
     subscriber = find_by_email(session, signup.email)
     if subscriber is None:
-        return _first_signup(session, signup, now=now, request=request, default_timezone=default_timezone)
+        return _first_signup(session, signup, now=now, request=request, default_timezone=default_timezone,
+                             sequence=sequence)
     # A new double opt-in is a new, verified consent: it may follow an unsubscribe, an erasure,
     # a bounce (the mailbox works again) or a complaint (the person asked again themselves).
     fresh = subscriber.status in _CAN_OPT_IN_AGAIN
@@ -137,7 +74,7 @@ def subscribe(
     elif subscriber.status is not Status.pending:
         return SignupOutcome(subscriber.id, False)
 
-    _record_consent(session, subscriber.id, "signup", now, request, signup.consent_version)
+    record_consent(session, subscriber.id, "signup", now, request, signup.consent_version)
     if not _may_send_confirmation(session, subscriber, now, confirmations_per_day, fresh=fresh):
         return SignupOutcome(subscriber.id, False)
     _queue_confirmation(session, subscriber, now)
@@ -152,7 +89,8 @@ def _queue_confirmation(session: Session, subscriber: Subscriber, now: datetime)
 
 
 def subscribe_many(
-    session: Session, requests: Sequence[SignupRequest], *, default_timezone: str, confirmations_per_day: int
+    session: Session, requests: Sequence[SignupRequest], *, default_timezone: str, confirmations_per_day: int,
+    sequence: str = DEFAULT_SEQUENCE,
 ) -> list[SignupOutcome]:
     """``subscribe`` for several signups in one transaction, in order and by the same rules (the
     web's group commit). Addresses never seen before, nearly every signup, cost one query to
@@ -162,14 +100,14 @@ def subscribe_many(
     outcomes: list[SignupOutcome] = [SignupOutcome(None, False)] * len(requests)  # the honeypot's
     hashes = {index: hashes_to_match(session, item.signup.email)
               for index, item in enumerate(requests) if not item.signup.honeypot_filled}
-    known = set(session.connection().execute(_KNOWN_HASHES, {"hashes": [h for pair in hashes.values() for h in pair]})
+    known = set(session.connection().execute(KNOWN_HASHES, {"hashes": [h for pair in hashes.values() for h in pair]})
                 .scalars()) if hashes else set()
     fresh: list[int] = []
     seen: set[str] = set()
 
     def insert_fresh() -> None:
-        ids = _insert_new_signups(session, [(requests[i], hashes[i][0]) for i in fresh],
-                                  default_timezone=default_timezone)
+        ids = insert_new_signups(session, [(requests[i], hashes[i][0]) for i in fresh],
+                                 default_timezone=default_timezone, sequence=sequence)
         for index, subscriber_id in zip(fresh, ids):
             outcomes[index] = SignupOutcome(subscriber_id, True)
         fresh.clear()
@@ -182,7 +120,8 @@ def subscribe_many(
             if fresh:
                 insert_fresh()
             outcomes[index] = subscribe(session, item.signup, now=item.now, request=item.request,
-                                        default_timezone=default_timezone, confirmations_per_day=confirmations_per_day)
+                                        default_timezone=default_timezone, confirmations_per_day=confirmations_per_day,
+                                        sequence=sequence)
         else:
             seen.add(keyed)
             fresh.append(index)
@@ -191,84 +130,14 @@ def subscribe_many(
     return outcomes
 
 
-def _new_subscriber(session: Session, signup: Signup, *, status: Status, now: datetime, default_timezone: str,
-                    confirm_round: int, stored: str | None = None) -> dict:
-    """The column values of a new subscriber (for the form's signup and for imports alike);
-    ``stored`` is the address's stored hash when the caller has it already."""
-    return dict(email=signup.email, email_hash=stored or stored_hash(session, signup.email),
-                first_name=signup.first_name, timezone=signup.timezone or default_timezone, status=status,
-                wants_series=True, wants_newsletter=True, sequence="nurture", tags=[], created_at=now, updated_at=now,
-                status_changed_at=now, confirmed_at=now if status is Status.confirmed else None,
-                confirm_round=confirm_round)
-
-
-# The signup's own statements, built once so their compiled forms are cached: Core INSERTs of the
-# tables (no ORM unit of work, no per-call statement construction or cache-key generation), each
-# run with a list of rows, one multi-row statement for a whole group.
-_KNOWN_HASHES = select(Subscriber.email_hash).where(Subscriber.email_hash.in_(bindparam("hashes", expanding=True)))
-# The new ids come back with their rows' unique hashes and are matched by them: asking for them
-# in the order of the rows instead makes SQLite send one INSERT per row.
-_INSERT_SUBSCRIBERS = insert(Subscriber.__table__).returning(Subscriber.__table__.c.email_hash,
-                                                             Subscriber.__table__.c.id)
-_INSERT_CONSENT = insert(ConsentEvent.__table__)
-_INSERT_OUTBOX = insert(OutboxMessage.__table__)
-
-
-def _insert_new_signups(
-    session: Session, entries: Sequence[tuple[SignupRequest, str]], *, default_timezone: str
-) -> list[int]:
-    """New pending subscribers (with their stored hashes), each with a signup row in the consent
-    ledger and its first confirmation email queued; their ids, in order. The caller knows the
-    addresses are new, so nothing was ever sent to them and no rate check applies."""
-    connection = session.connection()
-    created = {stored: subscriber_id for stored, subscriber_id in connection.execute(_INSERT_SUBSCRIBERS, [
-        _new_subscriber(session, item.signup, status=Status.pending, now=item.now,
-                        default_timezone=default_timezone, confirm_round=1, stored=stored)
-        for item, stored in entries
-    ])}
-    ids = [created[stored] for _item, stored in entries]
-    connection.execute(_INSERT_CONSENT, [
-        _consent_values(subscriber_id, "signup", item.now, item.request, item.signup.consent_version)
-        for (item, _stored), subscriber_id in zip(entries, ids)
-    ])
-    # The row outbox.enqueue writes for the first confirmation; a new subscriber has no row with that key,
-    # so no ON CONFLICT.
-    connection.execute(_INSERT_OUTBOX, [
-        outbox.queued_row(subscriber_id=subscriber_id, key=str(MessageKey.confirmation(1)), template=CONFIRM_TEMPLATE,
-                          due_at=item.now, now=item.now)
-        for (item, _stored), subscriber_id in zip(entries, ids)
-    ])
-    return ids
-
-
 def _first_signup(
-    session: Session, signup: Signup, *, now: datetime, request: RequestInfo, default_timezone: str
+    session: Session, signup: Signup, *, now: datetime, request: RequestInfo, default_timezone: str, sequence: str
 ) -> SignupOutcome:
     """A new address: three plain INSERTs (no ORM unit of work); no rate check is needed, since
     nothing was ever sent to it."""
     entry = (SignupRequest(signup, request, now), stored_hash(session, signup.email))
-    [subscriber_id] = _insert_new_signups(session, [entry], default_timezone=default_timezone)
+    [subscriber_id] = insert_new_signups(session, [entry], default_timezone=default_timezone, sequence=sequence)
     return SignupOutcome(subscriber_id, True)
-
-
-def add_confirmed(
-    session: Session, people: Sequence[Signup], *, now: datetime, source: str, default_timezone: str
-) -> list[int]:
-    """Create new subscribers whose consent was obtained outside the signup form (a paper form at
-    the clinic), confirmed at ``now`` without a double opt-in. Each gets an ``import`` row in the
-    consent ledger with the current wording and ``source`` saying how consent was obtained, so
-    the ledger can answer for it. The caller checks first that none of the addresses exist."""
-    created = [
-        Subscriber(**_new_subscriber(session, person, status=Status.confirmed, now=now,
-                                     default_timezone=default_timezone, confirm_round=0))
-        for person in people
-    ]
-    session.add_all(created)
-    session.flush()  # one multi-row INSERT for the whole group, for the ids the ledger needs
-    request = RequestInfo(ip=None, user_agent=None, source=source)
-    for subscriber in created:
-        _record_consent(session, subscriber.id, "import", now, request, CONSENT_VERSION)
-    return [subscriber.id for subscriber in created]
 
 
 def _may_send_confirmation(
@@ -316,7 +185,7 @@ def confirm(
         .order_by(ConsentEvent.id.desc())
         .limit(1)
     )
-    _record_consent(session, subscriber.id, "confirm", now, request, last_signup)
+    record_consent(session, subscriber.id, "confirm", now, request, last_signup)
     return ConfirmResult.confirmed
 
 
@@ -341,7 +210,7 @@ def unsubscribe(
     if (subscriber.status, subscriber.wants_series, subscriber.wants_newsletter) == before:
         return False
     subscriber.updated_at = now
-    _record_consent(session, subscriber.id, "withdraw", now, request, None, scope=scope)
+    record_consent(session, subscriber.id, "withdraw", now, request, None, scope=scope)
     outbox.cancel_pending(session, subscriber.id, _key_prefixes(subscriber), now=now)
     outbox.record_event(session, "unsubscribed", now, subscriber_id=subscriber.id, detail=scope)
     return True
@@ -360,7 +229,7 @@ def resend_confirmation(
     if not _may_send_confirmation(session, subscriber, now, confirmations_per_day, fresh=True):
         return False
     _queue_confirmation(session, subscriber, now)
-    _record_consent(session, subscriber.id, "resend-confirm", now, request, None)
+    record_consent(session, subscriber.id, "resend-confirm", now, request, None)
     return True
 
 
@@ -418,7 +287,7 @@ def resume(session: Session, subscriber_id: int, *, scope: str, now: datetime, r
             OutboxMessage.subscriber_id == subscriber.id, OutboxMessage.key.startswith(SEQUENCE_PREFIX),
             OutboxMessage.state == OutboxState.suppressed, OutboxMessage.sent_at.is_(None)))
     outbox.replan(session, [subscriber.id])
-    _record_consent(session, subscriber.id, "resume", now, request, CONSENT_VERSION, scope=scope)
+    record_consent(session, subscriber.id, "resume", now, request, CONSENT_VERSION, scope=scope)
     outbox.record_event(session, "resubscribed", now, subscriber_id=subscriber.id, detail=scope)
     return True
 
@@ -441,44 +310,11 @@ def _set_status(subscriber: Subscriber, status: Status, now: datetime) -> None:
     subscriber.updated_at = now
 
 
-def _record_consent(
-    session: Session,
-    subscriber_id: int,
-    kind: str,
-    now: datetime,
-    request: RequestInfo,
-    version: str | None,
-    *,
-    scope: str = "all",
-) -> None:
-    session.execute(insert(ConsentEvent).values(**_consent_values(subscriber_id, kind, now, request, version,
-                                                                   scope=scope)))
-
-
-def _consent_values(
-    subscriber_id: int, kind: str, now: datetime, request: RequestInfo, version: str | None, *, scope: str = "all"
-) -> dict:
-    """A consent-ledger row: who, when, from where, and the exact wording of the version agreed to."""
-    if kind in ("signup", "confirm", "resume") and version not in CONSENT_WORDINGS:
-        version = CONSENT_VERSION
-    return dict(
-        subscriber_id=subscriber_id,
-        kind=kind,
-        scope=scope,
-        created_at=now,
-        ip=request.ip,
-        user_agent=(request.user_agent or "")[:512] or None,
-        source=request.source,
-        wording=CONSENT_WORDINGS.get(version) if version else None,
-        wording_version=version,
-    )
-
-
 def mark_status(session: Session, subscriber_id: int, status: Status, now: datetime) -> None:
     """Set a delivery-driven status (bounced, complained) and cancel what is queued. A complaint
     is also a withdrawal of consent, so it goes into the consent ledger."""
     if status is Status.complained:
-        _record_consent(session, subscriber_id, "withdraw", now, RequestInfo(None, None, "complaint"), None)
+        record_consent(session, subscriber_id, "withdraw", now, RequestInfo(None, None, "complaint"), None)
     session.execute(
         update(Subscriber)
         .where(Subscriber.id == subscriber_id)

@@ -27,7 +27,8 @@ from lxml import etree
 
 from nurture.content_rules import Finding, Paragraph, claims, count_mistakes, health_terms, load_health_terms, past_dates
 from nurture.message_key import Kind
-from nurture.rendering import RECIPIENT_KEYS, RenderError, Renderer, Rendered, sample_recipient
+from nurture.render_values import RECIPIENT_KEYS, sample_recipient
+from nurture.rendering import RenderError, Renderer, Rendered
 from nurture.sequences import EMAIL_SUFFIX, NOT_SEQUENCES, scan_templates
 
 __all__ = ["MAX_HTML_BYTES", "SAMPLE_CLINIC", "Problem", "check_templates"]

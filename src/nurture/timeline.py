@@ -17,7 +17,7 @@ from nurture.messages import message_id, sender_domain
 from nurture.models import ConsentEvent, Event, OutboxMessage, Status, Subscriber
 from nurture.reports import shown_reason
 from nurture.sequences import TemplateFormatError
-from nurture.subscribers import find_by_email
+from nurture.address_hashes import find_by_email
 
 _WAITING = ("queued", "sending", "retry", "unknown")
 

@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 from sqlalchemy import func, select
 
 import reports_scene
-from nurture import reports
+from nurture import funnel_figures
 from nurture.migrate import upgrade
 from nurture.models import OutboxMessage, Subscriber
 from nurture.runtime import Runtime
@@ -96,7 +96,7 @@ def test_signed_in_the_dashboard_shows_the_databases_figures(admin_server, new_p
 
     sequence = load_sequences(runtime.settings.templates_dir)["nurture"]
     with runtime.sessions() as session:
-        funnel = reports.funnel(session, since=None, sequence=sequence,
+        funnel = funnel_figures.funnel(session, since=None, sequence=sequence,
                                 consultation_url=runtime.settings.consultation_url)
         people = session.scalar(select(func.count()).select_from(Subscriber))
         first_sent = session.scalar(select(func.count()).where(

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 import reports_scene
 from factories import confirmed
 from conftest import make_settings
-from nurture import reports
+from nurture import funnel_figures
 from nurture.db import transaction
 from nurture.models import Event, OutboxMessage, Subscriber
 from nurture.runtime import Runtime
@@ -146,9 +146,9 @@ def test_the_page_shows_the_reports_figures_and_the_databases_counts(client, adm
     shown = Figures(client.get("/admin", auth=AUTH).text).one()
     sequence = load_sequences(admin_runtime.settings.templates_dir)["nurture"]
     with admin_runtime.sessions() as session:
-        funnel = reports.funnel(session, since=None, sequence=sequence,
+        funnel = funnel_figures.funnel(session, since=None, sequence=sequence,
                                 consultation_url=admin_runtime.settings.consultation_url,
-                                trackable=reports.trackable_links(admin_runtime.renderer, (s.template for s in sequence.steps),
+                                trackable=funnel_figures.trackable_links(admin_runtime.renderer, (s.template for s in sequence.steps),
                                                                   track_clicks=True))
         assert shown["signups"] == funnel.signups == session.scalar(select(func.count()).select_from(Subscriber))
         assert shown["confirmed"] == funnel.confirmed == session.scalar(select(func.count(Subscriber.confirmed_at)))
@@ -308,7 +308,7 @@ def _form(client, email: str, action: str) -> dict[str, str]:
 
 def _ledger(runtime, email):
     from nurture.models import ConsentEvent
-    from nurture.subscribers import find_by_email
+    from nurture.address_hashes import find_by_email
 
     with runtime.sessions() as session:
         person = find_by_email(session, email)

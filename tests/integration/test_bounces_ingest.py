@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from factories import REQUEST, confirmed
-from nurture import subscribers
+from nurture import address_hashes, subscribers
 from nurture.bounce_sources import read_maildir_or_mbox
 from nurture.bounces import ingest, outbox_ref
 from nurture.db import transaction
@@ -207,7 +207,7 @@ def test_never_downgrade_and_a_complaint_outranks_a_bounce(runtime, memory_trans
     ids = welcome_everyone(runtime, memory_transport,
                            ["left@example.com", "angry@example.com", "gone.then.angry@example.com"])
     with transaction(runtime.sessions) as session:
-        left = subscribers.find_by_email(session, "left@example.com")
+        left = address_hashes.find_by_email(session, "left@example.com")
         subscribers.unsubscribe(session, left.id, now=T0 + timedelta(minutes=5), request=REQUEST)
     at = T0 + timedelta(hours=1)
     run_ingest(runtime, [

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import select, text, update
 
 from factories import REQUEST, confirmed
-from nurture import data_rights, outbox, subscribers
+from nurture import address_hashes, data_rights, outbox
 from nurture.db import transaction
 from nurture.models import Broadcast, OutboxMessage, OutboxState
 from nurture.subscriber_files import import_csv
-from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
 from nurture.validation import InvalidInput, email_hash
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
@@ -70,7 +70,7 @@ def test_export_personal_holds_everything_including_the_ledger(sessions, ann):
     person = data["subscriber"]
     assert (person["email"], person["first_name"], person["status"]) == (ADDRESS, "Ann", "confirmed")
     with sessions() as session:
-        assert person["email_hash"] == subscribers.stored_hash(session, ADDRESS)
+        assert person["email_hash"] == address_hashes.stored_hash(session, ADDRESS)
     assert data["format"] == "nurture-personal-data/2"
     assert person["confirmed_at"] == (T0 - timedelta(days=3)).isoformat()
     assert [(c["kind"], c["source"], c["ip"], c["user_agent"], c["wording_version"], c["wording"])
@@ -97,7 +97,7 @@ def test_erase_removes_personal_data_and_keeps_the_tombstone_and_counts(sessions
                            "(SELECT count(*) FROM consent_events)")[0]
     with transaction(sessions) as session:
         assert data_rights.erase(session, "ann.patient@EXAMPLE.com", now=T0) is True
-        tombstone = subscribers.stored_hash(session, ADDRESS)
+        tombstone = address_hashes.stored_hash(session, ADDRESS)
 
     assert tombstone != email_hash(ADDRESS)  # keyed: a guessed address hashed alone matches nothing
     assert raw(sessions, "SELECT email, first_name, email_hash, status, status_changed_at IS NOT NULL, CAST(tags AS TEXT) "

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from factories import Clock, confirmed
 from nurture.models import UNPLANNED, ConsentEvent, OutboxMessage, OutboxState, Status, Subscriber
-from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
 from nurture.web import create_app
 
 # Monday 2026-11-02 15:00 UTC is 09:00 in Chicago: the send window is open.

@@ -9,7 +9,7 @@ from sqlalchemy import event, func, select
 
 import reports_scene as scene_module
 from factories import confirmed
-from nurture import reports
+from nurture import funnel_figures, reports
 from nurture.models import Event, OutboxMessage, Subscriber
 from nurture.sequences import load_sequences
 from reports_scene import CONSULTATION, EXPECTED_ALL, EXPECTED_SINCE, NOW, SINCE, STEPS
@@ -25,7 +25,7 @@ def scene(runtime):
     return scene_module.build(runtime.sessions)
 
 
-def check(result: reports.Funnel, expected: dict, scene) -> None:
+def check(result: funnel_figures.Funnel, expected: dict, scene) -> None:
     assert (result.signups, result.confirmed, result.goal) == (
         expected["signups"], expected["confirmed"], expected["goal"])
     assert [s.key for s in result.steps] == list(STEPS)  # sequence order, every step even at zero
@@ -44,14 +44,14 @@ def check(result: reports.Funnel, expected: dict, scene) -> None:
 @pytest.mark.parametrize("since, expected", [(SINCE, EXPECTED_SINCE), (None, EXPECTED_ALL)], ids=["week", "all"])
 def test_funnel_matches_the_hand_counted_history(runtime, sequence, scene, since, expected):
     with runtime.sessions() as session:
-        result = reports.funnel(session, since=since, sequence=sequence, consultation_url=CONSULTATION)
+        result = funnel_figures.funnel(session, since=since, sequence=sequence, consultation_url=CONSULTATION)
     check(result, expected, scene)
     assert result.since == since
 
 
 def test_rates_are_of_the_right_whole(runtime, sequence, scene):
     with runtime.sessions() as session:
-        result = reports.funnel(session, since=SINCE, sequence=sequence, consultation_url=CONSULTATION)
+        result = funnel_figures.funnel(session, since=SINCE, sequence=sequence, consultation_url=CONSULTATION)
     assert result.confirm_rate == pytest.approx(7 / 8)
     assert result.goal_rate == pytest.approx(1 / 7)
     first = result.steps[0]
@@ -65,7 +65,7 @@ def test_rates_are_of_the_right_whole(runtime, sequence, scene):
 def test_funnel_agrees_with_plain_sql_counts(runtime, sequence, scene):
     """The same figures counted the obvious way, one question at a time."""
     with runtime.sessions() as session:
-        result = reports.funnel(session, since=None, sequence=sequence, consultation_url=CONSULTATION)
+        result = funnel_figures.funnel(session, since=None, sequence=sequence, consultation_url=CONSULTATION)
         assert result.signups == session.scalar(select(func.count()).select_from(Subscriber))
         assert result.confirmed == session.scalar(select(func.count(Subscriber.confirmed_at)))
         for step in result.steps:
@@ -87,7 +87,7 @@ def test_the_whole_funnel_takes_a_handful_of_queries(runtime, sequence, scene):
     event.listen(runtime.engine, "before_cursor_execute", seen)
     try:
         with runtime.sessions() as session:
-            reports.funnel(session, since=SINCE, sequence=sequence, consultation_url=CONSULTATION)
+            funnel_figures.funnel(session, since=SINCE, sequence=sequence, consultation_url=CONSULTATION)
     finally:
         event.remove(runtime.engine, "before_cursor_execute", seen)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
@@ -96,7 +96,7 @@ def test_the_whole_funnel_takes_a_handful_of_queries(runtime, sequence, scene):
 
 def test_an_empty_database_gives_zeros_not_errors(runtime, sequence):
     with runtime.sessions() as session:
-        result = reports.funnel(session, since=SINCE, sequence=sequence, consultation_url=CONSULTATION)
+        result = funnel_figures.funnel(session, since=SINCE, sequence=sequence, consultation_url=CONSULTATION)
         assert (result.signups, result.confirmed, result.goal, result.broadcasts) == (0, 0, 0, [])
         assert [s.sent for s in result.steps] == [0, 0, 0, 0]
         assert result.confirm_rate is None and result.steps[0].click_rate is None

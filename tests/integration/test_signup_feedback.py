@@ -15,7 +15,8 @@ from factories import Clock, confirmed
 from nurture.config import ConfigError
 from nurture.db import transaction
 from nurture.models import OutboxMessage, Subscriber
-from nurture.subscribers import RequestInfo, unsubscribe
+from nurture.consent_ledger import RequestInfo
+from nurture.subscribers import unsubscribe
 from nurture.web import create_app
 from nurture.web.signup_echo import COOKIE
 

@@ -17,7 +17,8 @@ from nurture import outbox, subscribers
 from nurture.db import transaction
 from nurture.group_commit import GroupCommit
 from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
-from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, RequestInfo, SignupRequest
+from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS, RequestInfo
+from nurture.new_subscribers import SignupRequest
 from nurture.validation import Signup
 
 NOW = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)

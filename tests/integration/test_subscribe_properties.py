@@ -66,7 +66,7 @@ def test_any_json_or_form_body_gets_a_non_5xx_answer_and_stores_only_clean_rows(
     app = create_app(runtime, dispatch=False)
     with TestClient(app, raise_server_exceptions=False) as client:
 
-        @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @settings(max_examples=150, deadline=None, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
         @given(body=BODIES, as_form=st.booleans())
         def check(body, as_form):
             if as_form:
@@ -87,7 +87,7 @@ def test_arbitrary_bytes_with_any_content_type_never_cause_a_5xx(runtime):
     app = create_app(runtime, dispatch=False)
     with TestClient(app, raise_server_exceptions=False) as client:
 
-        @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @settings(max_examples=100, deadline=None, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
         @given(content=st.binary(max_size=2000),
                content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded",
                                              "multipart/form-data", "text/plain", "", "application/json; charset=latin-1"]))

@@ -15,7 +15,7 @@ from nurture import data_rights, subscribers
 from nurture.db import make_engine, session_factory, transaction
 from nurture.models import ConsentEvent, Event, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.subscriber_files import EXPORT_COLUMNS, export_csv, import_csv
-from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 ZONE = "America/Chicago"

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from factories import Clock
 from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
-from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
 from nurture.web import create_app
 
 START = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)

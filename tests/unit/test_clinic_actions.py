@@ -9,7 +9,8 @@ import pytest
 from nurture import subscribers
 from nurture.clinic_actions import act
 from nurture.db import transaction
-from nurture.subscribers import RequestInfo, add_confirmed
+from nurture.consent_ledger import RequestInfo
+from nurture.new_subscribers import add_confirmed
 from nurture.validation import Signup
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)

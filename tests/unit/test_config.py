@@ -1,6 +1,7 @@
 import pytest
 
-from nurture.config import ConfigError, load_settings, parse_rate, parse_window
+from nurture.config import ConfigError, load_settings
+from nurture.setting_values import parse_rate, parse_window
 
 
 def test_defaults_are_embedded_and_work_for_development(tmp_path, monkeypatch, caplog):

@@ -20,7 +20,8 @@ import pytest
 from lxml import etree, html as lxml_html
 
 from nurture.config import load_settings
-from nurture.rendering import Renderer, sample_recipient
+from nurture.render_values import sample_recipient
+from nurture.rendering import Renderer
 from shipped_emails import TEMPLATES, shipped_templates
 
 BASE = "https://mail.clinic.example"

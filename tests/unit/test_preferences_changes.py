@@ -11,7 +11,8 @@ from nurture import data_rights
 from nurture.db import transaction
 from nurture.journey import Planner
 from nurture.preferences import Change, Series, change_preferences, may_unsubscribe, preferences_of_id
-from nurture.subscribers import RequestInfo, add_confirmed
+from nurture.consent_ledger import RequestInfo
+from nurture.new_subscribers import add_confirmed
 from nurture.validation import Signup
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)

@@ -9,16 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from lxml import etree
 
-from nurture.rendering import (
-    FIRST_NAME_FALLBACK,
-    TEMPLATE_CONTEXT,
-    RenderError,
-    Renderer,
-    inline_css,
-    number_words,
-    sample_recipient,
-    when_phrase,
-)
+from nurture.css_inlining import inline_css
+from nurture.render_values import FIRST_NAME_FALLBACK, number_words, sample_recipient, when_phrase
+from nurture.rendering import TEMPLATE_CONTEXT, RenderError, Renderer
 from nurture.sequences import load_newsletters, load_sequences
 
 SHIPPED = Path(__file__).resolve().parents[2] / "templates" / "emails"
@@ -209,7 +202,7 @@ names = st.text(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
 @given(first_name=names, token=names)
 def test_equivalence_for_arbitrary_values(renderer: Renderer, first_name: str, token: str) -> None:
     recipient = {**sample_recipient(BASE), "first_name": first_name, "unsubscribe_url": f"{BASE}/u/{token}"}
@@ -357,3 +350,27 @@ def test_cost_and_insurance_default_to_honest_placeholders() -> None:
     text = Renderer(SHIPPED, clinic=CLINIC, base_url=BASE).render(INVITE, sample_recipient(BASE)).text
     assert DEFAULT_COST_TEXT in text and DEFAULT_INSURANCE_TEXT in text
     assert "$" not in body_text(text)  # no price the clinic has not set
+
+
+def test_the_property_test_keeps_the_ci_profile() -> None:
+    """A test's own @settings replaces the profile's health-check list: too_slow must stay suppressed."""
+    from hypothesis import settings as current
+
+    chosen = test_equivalence_for_arbitrary_values._hypothesis_internal_use_settings  # type: ignore[attr-defined]
+    assert HealthCheck.too_slow in current.default.suppress_health_check
+    assert HealthCheck.too_slow in chosen.suppress_health_check and chosen.deadline is None
+
+
+def test_the_year_is_the_callers_clock(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    templates = copy_templates(tmp_path)
+    layout = templates / "layout.html.j2"
+    layout.write_text(layout.read_text().replace("{{ clinic.postal_address }}", "{{ clinic.postal_address }} &copy; {{ year }}", 1))
+    now = [datetime(2030, 12, 31, 23, 59, tzinfo=timezone.utc)]
+    renderer = Renderer(templates, clinic=CLINIC, base_url=BASE, clock=lambda: now[0], recheck_seconds=3600)
+    assert "© 2030" in renderer.render("nurture/10-welcome-history.html.j2", sample_recipient(BASE)).text
+    now[0] = datetime(2031, 1, 1, 0, 1, tzinfo=timezone.utc)
+    assert "© 2031" in renderer.render("nurture/10-welcome-history.html.j2", sample_recipient(BASE)).text
+    fixed = Renderer(templates, clinic=CLINIC, base_url=BASE, year=1999, clock=lambda: now[0])
+    assert "© 1999" in fixed.render("nurture/10-welcome-history.html.j2", sample_recipient(BASE)).text

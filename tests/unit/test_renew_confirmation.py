@@ -11,7 +11,8 @@ from sqlalchemy import select
 from nurture import data_rights, subscribers
 from nurture.db import transaction
 from nurture.models import ConsentEvent, OutboxMessage
-from nurture.subscribers import RESEND_AFTER, RequestInfo
+from nurture.subscribers import RESEND_AFTER
+from nurture.consent_ledger import RequestInfo
 from nurture.validation import Signup
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)

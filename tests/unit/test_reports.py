@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from nurture import reports
+from nurture import funnel_figures, reports
 from nurture.models import Base, Broadcast, Event, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.sequences import Sequence, Step
 
@@ -65,22 +65,22 @@ def history(session):
     return History(session)
 
 
-def run(session, since=None) -> reports.Funnel:
-    return reports.funnel(session, since=since, sequence=SEQUENCE, consultation_url=URL)
+def run(session, since=None) -> funnel_figures.Funnel:
+    return funnel_figures.funnel(session, since=since, sequence=SEQUENCE, consultation_url=URL)
 
 
 def test_rates_are_none_when_there_is_nothing_to_divide_by():
-    step = reports.StepFigures("one", 0, "S")
+    step = funnel_figures.StepFigures("one", 0, "S")
     assert step.click_rate is None and step.unsubscribe_rate is None
-    funnel = reports.Funnel(None, "nurture", URL, signups=0, confirmed=0, goal=0)
+    funnel = funnel_figures.Funnel(None, "nurture", URL, signups=0, confirmed=0, goal=0)
     assert funnel.confirm_rate is None and funnel.goal_rate is None
-    assert reports.StepFigures("one", 0, "S", sent=4, clickers=1).click_rate == 0.25
+    assert funnel_figures.StepFigures("one", 0, "S", sent=4, clickers=1).click_rate == 0.25
 
 
 def test_to_dict_is_json_with_iso_dates_and_rates():
-    b = reports.BroadcastFigures(7, "newsletter/x.html.j2", "all", "sent", T, 10, True, sent=3, clickers=1)
-    funnel = reports.Funnel(T, "nurture", URL, signups=3, confirmed=2, goal=1,
-                            steps=[reports.StepFigures("one", 0, "S", sent=2, clickers=1)], broadcasts=[b])
+    b = funnel_figures.BroadcastFigures(7, "newsletter/x.html.j2", "all", "sent", T, 10, True, sent=3, clickers=1)
+    funnel = funnel_figures.Funnel(T, "nurture", URL, signups=3, confirmed=2, goal=1,
+                            steps=[funnel_figures.StepFigures("one", 0, "S", sent=2, clickers=1)], broadcasts=[b])
     data = json.loads(json.dumps(funnel.to_dict()))
     assert data["since"] == "2026-11-02T15:00:00+00:00"
     assert data["confirm_rate"] == pytest.approx(0.6667) and data["goal_rate"] == 0.5
@@ -89,7 +89,7 @@ def test_to_dict_is_json_with_iso_dates_and_rates():
                                 "not_yet_due": 0, "stopped": 0, "trackable": None, "click_rate": 0.5, "unsubscribe_rate": 0.0}
     assert data["broadcasts"][0]["send_at"] == "2026-11-02T15:00:00+00:00"
     assert data["broadcasts"][0]["click_rate"] == pytest.approx(0.3333)
-    assert reports.Funnel(None, "n", URL, 0, 0, 0).to_dict()["since"] is None
+    assert funnel_figures.Funnel(None, "n", URL, 0, 0, 0).to_dict()["since"] is None
 
 
 def test_an_unsubscribe_is_credited_to_the_last_marketing_email_sent_before_it(session, history):

@@ -16,7 +16,7 @@ from nurture.journey import Planner, Window
 from nurture.models import OutboxMessage
 from nurture.runtime import Runtime
 from nurture.sequences import Sequence, Step
-from nurture.subscribers import add_confirmed
+from nurture.new_subscribers import add_confirmed
 from nurture.transports import MemoryTransport
 from nurture.validation import Signup
 from nurture.web.studio_journey import plan_journey

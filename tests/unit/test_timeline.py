@@ -12,7 +12,8 @@ from nurture import outbox, subscribers
 from nurture.db import transaction
 from nurture.journey import Planner
 from nurture.models import OutboxMessage, OutboxState
-from nurture.subscribers import RequestInfo, add_confirmed
+from nurture.consent_ledger import RequestInfo
+from nurture.new_subscribers import add_confirmed
 from nurture.timeline import build_timeline
 from nurture.validation import Signup
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from nurture import outbox
 from nurture.db import transaction
 from nurture.models import Event, OutboxMessage
-from nurture.subscribers import add_confirmed
+from nurture.new_subscribers import add_confirmed
 from nurture.tokens import InvalidToken, Tokens
 from nurture.tracking import NEVER_TRACKED, Landings, Tracker, _url_hash, destination, links_in, resolve
 from nurture.validation import Signup

@@ -16,7 +16,7 @@ from nurture.clock import utcnow
 from nurture.db import transaction
 from nurture.models import OutboxMessage
 from nurture.runtime import Runtime
-from nurture.subscribers import RequestInfo
+from nurture.consent_ledger import RequestInfo
 from nurture.transports import MemoryTransport
 from nurture.validation import Signup
 from nurture.web.dispatch import Dispatcher, DispatcherProcess

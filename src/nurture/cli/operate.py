@@ -193,7 +193,7 @@ def stats(
 
     from rich.table import Table
 
-    from nurture import reports
+    from nurture import funnel_figures, reports
     from nurture.journey import Planner
     from nurture.sequences import TemplateFormatError
 
@@ -205,8 +205,8 @@ def stats(
         if sequence is None:
             raise Fail(f"no sequence {s.sequence!r} in {s.templates_dir}")
         with rt.sessions() as session:
-            funnel = reports.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url,
-                                    trackable=reports.trackable_links(rt.renderer, (st.template for st in sequence.steps),
+            funnel = funnel_figures.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url,
+                                    trackable=funnel_figures.trackable_links(rt.renderer, (st.template for st in sequence.steps),
                                                                       track_clicks=s.track_clicks))
             trouble = reports.problems(session)
     except TemplateFormatError as exc:

@@ -69,6 +69,7 @@ def subscribers_import(
             report = import_csv(
                 rt.sessions, file, now=utcnow(), default_timezone=s.timezone, confirmed=confirmed,
                 consent_source=consent_source, dry_run=dry_run, confirmations_per_day=s.confirmations_per_day,
+                sequence=s.sequence,
                 progress=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n),
             )
     except (CsvImportError, OSError) as exc:

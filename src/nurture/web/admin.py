@@ -23,14 +23,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from nurture import bounces, clinic_actions, reports
+from nurture import bounces, clinic_actions, funnel_figures, reports
 from nurture.clinic_actions import ACTIONS as _ACTIONS
 from nurture.clock import utcnow
+from nurture.consent_ledger import RequestInfo
 from nurture.db import transaction
 from nurture.journey import Planner
 from nurture.runtime import Runtime
 from nurture.sequences import Sequence, TemplateFormatError, load_sequences
-from nurture.subscribers import RequestInfo
 from nurture.tokens import InvalidToken
 from nurture.timeline import build_timeline
 from nurture.validation import InvalidInput, normalise_email
@@ -144,9 +144,9 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
             except InvalidInput as exc:
                 search.error = exc.message
         with runtime.sessions() as session:
-            funnel = reports.funnel(session, since=since, sequence=sequence,
+            funnel = funnel_figures.funnel(session, since=since, sequence=sequence,
                                     consultation_url=settings.consultation_url,
-                                    trackable=reports.trackable_links(runtime.renderer, (s.template for s in sequence.steps),
+                                    trackable=funnel_figures.trackable_links(runtime.renderer, (s.template for s in sequence.steps),
                                                                       track_clicks=settings.track_clicks))
             per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now, zone=settings.timezone)
             deliveries = reports.recent_deliveries(session, LIST_LIMIT)

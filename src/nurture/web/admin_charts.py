@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from nurture import reports
+from nurture import funnel_figures
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class FunnelChart:
         return self.row * len(self.bars) + 4
 
 
-def funnel_chart(funnel: reports.Funnel) -> FunnelChart:
+def funnel_chart(funnel: funnel_figures.Funnel) -> FunnelChart:
     """Horizontal bars, one per stage, all on the same scale (the largest stage fills the width)."""
     biggest = max([funnel.signups, funnel.confirmed, funnel.goal, *(s.sent for s in funnel.steps), 1])
 
@@ -53,7 +53,7 @@ def funnel_chart(funnel: reports.Funnel) -> FunnelChart:
     return FunnelChart(bars)
 
 
-def _step_note(step: reports.StepFigures) -> str:
+def _step_note(step: funnel_figures.StepFigures) -> str:
     """What follows a step's sent figure: its clicks (or that it has no link to click), then who
     has not had it yet and why, so a later email's smaller bar is not read as people dropping off."""
     parts = ["sent"]

@@ -61,7 +61,8 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
 
     def write_signups(session, requests):
         return subscribers.subscribe_many(session, requests, default_timezone=settings.timezone,
-                                          confirmations_per_day=settings.confirmations_per_day)
+                                          confirmations_per_day=settings.confirmations_per_day,
+                                          sequence=settings.sequence)
 
     def signups_committed(outcomes):
         confirmations = sum(outcome.confirmation_queued for outcome in outcomes)

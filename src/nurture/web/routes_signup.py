@@ -14,7 +14,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from nurture.domain_typos import suggest
-from nurture.subscribers import CONSENT_VERSION, CONSENT_WORDINGS, SignupRequest
+from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.new_subscribers import SignupRequest
 from nurture.validation import InvalidInput, parse_signup
 from nurture.web import signup_echo
 from nurture.web.bodies import BadRequest, read_body

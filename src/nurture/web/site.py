@@ -21,7 +21,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from nurture.group_commit import GroupCommit
 from nurture.ratelimit import WindowLimiter
 from nurture.runtime import Runtime
-from nurture.subscribers import RESEND_AFTER, RequestInfo
+from nurture.subscribers import RESEND_AFTER
+from nurture.consent_ledger import RequestInfo
 from nurture.validation import InvalidInput, parse_bool
 from nurture.web import signup_echo
 from nurture.web.dispatch import Dispatcher, DispatcherProcess
