@@ -7,6 +7,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# Test processes: the suite waits on servers, leases and browsers as much as it computes, so two
+# workers (pytest-xdist) halve it on a 2-core machine; each worker starts its own Postfix and Chromium.
+TEST_WORKERS ?= 2
 
 .PHONY: run test install install-test bench validate clean
 
@@ -34,7 +37,7 @@ validate: install
 	$(BIN)/nurture templates validate --strict
 
 test: install-test validate
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: install-test
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
