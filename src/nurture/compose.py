@@ -20,7 +20,7 @@ from nurture.links import Links
 from nurture.message_key import Kind, MessageKey
 from nurture.messages import Dkim, Stream, build_message, message_id, sender_domain
 from nurture.rendering import Rendered, Renderer
-from nurture.tracking import Tracker, untracked_links
+from nurture.tracked_links import Tracker, untracked_links
 
 TEST_SUBJECT_MARKER = "[TEST] "  # a test copy from the studio or the CLI, so nobody takes it for the real one
 

@@ -262,7 +262,7 @@ def trackable_links(renderer, templates: Iterable[str], *, track_clicks: bool) -
     never tracked, and links every email shares (the layout's footer: the crisis line, the
     clinic's site) say nothing about that email, so neither counts. None: the template does not
     render (reported elsewhere), so not known."""
-    from nurture.tracking import links_in, untracked_links
+    from nurture.tracked_links import links_in, untracked_links
 
     if not track_clicks:
         return lambda _template: False  # nothing is counted: no need to render anything

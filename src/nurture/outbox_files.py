@@ -9,7 +9,7 @@ import email.policy
 from dataclasses import dataclass
 from pathlib import Path
 
-from nurture.tracking import links_in
+from nurture.tracked_links import links_in
 
 __all__ = ["OutboxEmpty", "OutboxMessageFile", "newest_message"]
 

@@ -23,7 +23,7 @@ from nurture.send_store import SqlSendStore
 from nurture.sender import Sender
 from nurture.subscribers import mark_status
 from nurture.tokens import Tokens
-from nurture.tracking import Tracker
+from nurture.tracked_links import Tracker
 from nurture.transports import MaildirTransport, SmtpConfig, SmtpPool, Transport
 
 if TYPE_CHECKING:

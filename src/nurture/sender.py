@@ -51,7 +51,7 @@ from nurture.pass_summary import DatabaseDown, PassSummary, TransportDown
 from nurture.ratelimit import Pacer
 from nurture.rendering import Rendered, RenderError, Renderer
 from nurture.send_store import SendStore
-from nurture.tracking import Tracker
+from nurture.tracked_links import Tracker
 from nurture.transports import NoReply, Reply, Transport, Undeliverable, Unreachable
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from factories import confirmed
 from nurture import outbox
 from nurture.db import transaction
 from nurture.models import Event, OutboxMessage
-from nurture.tracking import links_in
+from nurture.tracked_links import links_in
 from nurture.transports import MemoryTransport
 from nurture.web import create_app
 
@@ -239,7 +239,7 @@ def test_a_click_for_an_erased_person_or_a_deleted_message_goes_to_the_clinic_si
 
 
 def test_a_click_that_cannot_be_matched_to_the_message_never_leaves_the_clinics_own_links():
-    from nurture.tracking import _url_hash, destination
+    from nurture.tracked_links import _url_hash, destination
 
     own = ("https://clinic.example/consultation", "https://clinic.example")
     article = "https://journal.example/ketamine"

@@ -25,7 +25,7 @@ from nurture.rendering import Renderer
 from nurture.runtime import Runtime
 from nurture.sender import Sender
 from nurture.tokens import Tokens
-from nurture.tracking import Tracker
+from nurture.tracked_links import Tracker
 from nurture.web.studio import create_studio_app
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)

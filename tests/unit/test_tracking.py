@@ -13,7 +13,8 @@ from nurture.db import transaction
 from nurture.models import Event, OutboxMessage
 from nurture.new_subscribers import add_confirmed
 from nurture.tokens import InvalidToken, Tokens
-from nurture.tracking import NEVER_TRACKED, Landings, Tracker, _url_hash, destination, links_in, resolve
+from nurture.tracking import Landings
+from nurture.tracked_links import NEVER_TRACKED, Tracker, _url_hash, destination, links_in, resolve
 from nurture.validation import Signup
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)

@@ -36,7 +36,8 @@ from nurture.clock import utcnow
 from nurture.group_commit import GroupCommit
 from nurture.ratelimit import WindowLimiter
 from nurture.runtime import Runtime
-from nurture.tracking import Landings, Tracker
+from nurture.tracking import Landings
+from nurture.tracked_links import Tracker
 from nurture.web.admin import mount_admin
 from nurture.web.bodies import BadRequest
 from nurture.web.dispatch import Dispatcher, DispatcherProcess
