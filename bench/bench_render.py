@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nurture.css_inlining import inline_css  # noqa: E402
-from nurture.rendering import Renderer  # noqa: E402
-from nurture.template_checks import SAMPLE_CLINIC as CLINIC  # noqa: E402
+from nurture.content.css_inlining import inline_css  # noqa: E402
+from nurture.content.rendering import Renderer  # noqa: E402
+from nurture.content.template_checks import SAMPLE_CLINIC as CLINIC  # noqa: E402
 
 BASE = "https://mail.clinic.example"
 

@@ -46,8 +46,8 @@ def environ(db: Path, workdir: Path, port: int = 8000) -> dict[str, str]:
 def seed(db: Path, n: int) -> None:
     """N people one day into the sequence, written with plain executemany (fast seeding only)."""
     from nurture.config import load_settings
-    from nurture.journey import Planner
     from nurture.migrate import upgrade
+    from nurture.sending.journey import Planner
 
     upgrade(f"sqlite:///{db}")
     settings = load_settings(environ(db, db.parent), env_file=None)

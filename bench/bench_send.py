@@ -30,7 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from factories import bulk_confirmed  # noqa: E402
 from premailer import Premailer  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
 
@@ -38,6 +37,8 @@ from nurture.config import load_settings  # noqa: E402
 from nurture.db import make_engine, session_factory  # noqa: E402
 from nurture.migrate import upgrade  # noqa: E402
 from nurture.runtime import Runtime  # noqa: E402
+
+from factories import bulk_confirmed  # noqa: E402
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago, inside the send window
 SECRET = "bench-secret"
@@ -110,8 +111,8 @@ def prebuilt_messages(db: Path, port: int, n: int) -> list[tuple[str, bytes]]:
     """The real bytes of n messages, built by the real sender code but not sent."""
     rt = Runtime(load_settings(environ(db, port, 1)))
     sender = rt.sender()
-    from nurture import outbox
     from nurture.db import transaction
+    from nurture.sending import outbox
 
     with transaction(rt.sessions) as session:
         sender.store.planner(session, T0)

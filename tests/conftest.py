@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from nurture.config import load_settings
 from nurture.migrate import upgrade
 from nurture.runtime import Runtime
-from nurture.transports import MemoryTransport
+from nurture.sending.transports import MemoryTransport
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/smtpd.py, tests/browser helpers
 

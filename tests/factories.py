@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from nurture import subscribers
 from nurture.db import transaction
 from nurture.models import Status, Subscriber
-from nurture.consent_ledger import RequestInfo
-from nurture.validation import Signup, normalise_email
+from nurture.people import subscribers
+from nurture.people.consent_ledger import RequestInfo
+from nurture.people.validation import Signup, normalise_email
 
 REQUEST = RequestInfo(ip="192.0.2.1", user_agent="tests", source="tests")
 
@@ -39,7 +39,7 @@ def confirmed(sessions, address: str, at: datetime, zone: str = "America/Chicago
 
 def bulk_confirmed(sessions, count: int, at: datetime, zone: str = "America/Chicago", prefix: str = "r") -> None:
     """Many confirmed subscribers at once (no confirmation emails queued), for load tests."""
-    from nurture.address_hashes import stored_hash
+    from nurture.people.address_hashes import stored_hash
 
     with transaction(sessions) as session:
         session.execute(
@@ -58,7 +58,7 @@ def subscriber(sessions, email: str, at: datetime, *, status: Status = Status.co
                newsletter: bool = True) -> int:
     """One subscriber row as it stands (any status and wishes), nothing queued and nothing to plan
     for a month; returns its id. For tests of the outbox and the sender's store."""
-    from nurture.address_hashes import stored_hash
+    from nurture.people.address_hashes import stored_hash
 
     with transaction(sessions) as session:
         return session.execute(Subscriber.__table__.insert().returning(Subscriber.id), dict(

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from factories import REQUEST, confirmed
-from nurture import subscribers
 from nurture.db import transaction
 from nurture.models import Broadcast, Event, OutboxMessage, OutboxState, Status
-from nurture.validation import Signup
+from nurture.people import subscribers
+from nurture.people.validation import Signup
+
+from factories import REQUEST, confirmed
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=timezone.utc)
 SINCE = NOW - timedelta(days=7)
@@ -167,8 +168,8 @@ def demo(sessions, now: datetime = NOW, days: int = 60, seed: int = 7) -> None:
     import random
 
     from nurture.models import Subscriber
-    from nurture.address_hashes import tombstone_pepper
-    from nurture.validation import keyed_email_hash
+    from nurture.people.address_hashes import tombstone_pepper
+    from nurture.people.validation import keyed_email_hash
 
     with sessions() as session:
         pepper = tombstone_pepper(session)

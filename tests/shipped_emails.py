@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 from email import policy
 from pathlib import Path
 
-from nurture.outbox import Claim
-from nurture.sequences import describe_email
+from nurture.content.sequences import describe_email
+from nurture.sending.outbox import Claim
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates" / "emails"

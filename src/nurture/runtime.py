@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from datetime import datetime, timedelta
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from nurture.clock import utcnow
 from nurture.config import Settings
+from nurture.content.rendering import Renderer
 from nurture.db import Database, make_engine, session_factory
 from nurture.links import Links
-from nurture.messages import Dkim, make_streams, sender_domain
-from nurture.ratelimit import Pacer
-from nurture.rendering import Renderer
-from nurture.mail_settings import MailSettings
 from nurture.models import Status
-from nurture.send_store import SqlSendStore
-from nurture.sender import Sender
-from nurture.subscribers import mark_status
+from nurture.people.subscribers import mark_status
+from nurture.sending.mail_settings import MailSettings
+from nurture.sending.messages import Dkim, make_streams, sender_domain
+from nurture.sending.ratelimit import Pacer
+from nurture.sending.send_store import SqlSendStore
+from nurture.sending.sender import Sender
+from nurture.sending.tracked_links import Tracker
+from nurture.sending.transports import MaildirTransport, SmtpConfig, SmtpPool, Transport
 from nurture.tokens import Tokens
-from nurture.tracked_links import Tracker
-from nurture.transports import MaildirTransport, SmtpConfig, SmtpPool, Transport
 
 if TYPE_CHECKING:
     from nurture.sending_processes import SendingPass
@@ -100,7 +100,7 @@ class Runtime:
     def sender(self) -> Sender:
         """A new Sender (its own worker id, so one sender's release never touches another's
         claims), sharing this runtime's engine, transport and pacer."""
-        from nurture.journey import Planner
+        from nurture.sending.journey import Planner
 
         return Sender(
             store=SqlSendStore(self.sessions, mark_bounced=_mark_bounced, planner=Planner.from_settings(self.settings)),

@@ -12,7 +12,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from nurture.clock import utcnow
-from nurture.pass_summary import PassStopped
+from nurture.sending.pass_summary import PassStopped
 from nurture.sending_processes import SendingPass
 
 log = logging.getLogger(__name__)

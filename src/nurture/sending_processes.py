@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from nurture.config import Settings
-from nurture.pass_summary import PassStopped, PassSummary
-from nurture.sender import Sender
+from nurture.sending.pass_summary import PassStopped, PassSummary
+from nurture.sending.sender import Sender
 
 log = logging.getLogger(__name__)
 

@@ -13,21 +13,21 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from conftest import make_settings
 from playwright.sync_api import expect
 from sqlalchemy import func, select
 
-import reports_scene
-from nurture import funnel_figures
+from nurture.content.sequences import load_sequences
+from nurture.feedback import funnel_figures
 from nurture.migrate import upgrade
 from nurture.models import OutboxMessage, Subscriber
 from nurture.runtime import Runtime
-from nurture.sequences import load_sequences
 from nurture.web import create_app
 from nurture.web.admin import mount_admin
 
+import reports_scene
 from .conftest import _free_socket, _wait_until_healthy
 from .test_page_layout import LAYOUT_PROBLEMS
+from conftest import make_settings
 
 pytestmark = pytest.mark.browser
 
@@ -210,9 +210,10 @@ def _broken_history(sessions, templates: Path):
     """Someone whose welcome email could not be rendered, as the sender records it (the absolute path)."""
     from datetime import timedelta
 
-    from factories import confirmed
     from nurture.db import transaction
     from nurture.models import OutboxState
+
+    from factories import confirmed
 
     who = confirmed(sessions, "ann@example.com", reports_scene.NOW - timedelta(hours=1))
     with transaction(sessions) as session:

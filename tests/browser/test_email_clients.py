@@ -15,10 +15,11 @@ import re
 import pytest
 
 from browser.axe import EMAIL_RULES_NOT_APPLICABLE, violations
-from conftest import make_settings
 from nurture.migrate import upgrade
 from nurture.runtime import Runtime
-from nurture.transports import MemoryTransport
+from nurture.sending.transports import MemoryTransport
+
+from conftest import make_settings
 from shipped_emails import build_shipped, html_part, shipped_templates
 
 pytestmark = pytest.mark.browser

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from conftest import TEMPLATES, make_settings
 from playwright.sync_api import expect
 
-from nurture.sequences import scan_templates
+from nurture.content.sequences import scan_templates
 from nurture.web.studio import create_studio_app
+
+from conftest import TEMPLATES, make_settings
 
 pytestmark = pytest.mark.browser
 

@@ -10,17 +10,18 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-import reports_scene
-from factories import confirmed
-from conftest import make_settings
-from nurture import funnel_figures
+from nurture.content.sequences import load_sequences
 from nurture.db import transaction
+from nurture.feedback import funnel_figures
 from nurture.models import Event, OutboxMessage, Subscriber
 from nurture.runtime import Runtime
-from nurture.sequences import load_sequences
-from nurture.transports import MemoryTransport
+from nurture.sending.transports import MemoryTransport
 from nurture.web import create_app
 from nurture.web.admin import mount_admin
+
+import reports_scene
+from conftest import make_settings
+from factories import confirmed
 from reports_scene import EXPECTED_ALL, EXPECTED_SINCE, NOW
 
 PASSWORD = "s3cret pass"
@@ -308,7 +309,7 @@ def _form(client, email: str, action: str) -> dict[str, str]:
 
 def _ledger(runtime, email):
     from nurture.models import ConsentEvent
-    from nurture.address_hashes import find_by_email
+    from nurture.people.address_hashes import find_by_email
 
     with runtime.sessions() as session:
         person = find_by_email(session, email)
@@ -318,9 +319,10 @@ def _ledger(runtime, email):
 
 
 def test_resend_a_confirmation_is_queued_and_in_the_ledger_as_the_admins(client, admin_runtime):
+    from nurture.people import subscribers
+    from nurture.people.validation import Signup
+
     from factories import REQUEST
-    from nurture import subscribers
-    from nurture.validation import Signup
 
     with transaction(admin_runtime.sessions) as session:
         subscribers.subscribe(session, Signup("pat@example.com", None, "America/Chicago", None, False), now=NOW,

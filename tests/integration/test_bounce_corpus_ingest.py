@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from factories import confirmed
-from nurture.bounce_classify import classify
-from nurture.bounces import ingest
+from nurture.feedback.bounce_classify import classify
+from nurture.feedback.bounces import ingest
 from nurture.models import Status, Subscriber
+
+from factories import confirmed
 
 UTC = timezone.utc
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "bounces" / "flufl"

@@ -14,17 +14,19 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from conftest import make_settings
-from factories import bulk_confirmed, confirmed
-from nurture import data_rights, outbox
-from nurture.bounces import ingest, recent_unverified
 from nurture.db import transaction
+from nurture.feedback.bounces import ingest, recent_unverified
 from nurture.models import Event, Status, Subscriber
+from nurture.people import data_rights
 from nurture.runtime import Runtime
-from nurture.pass_summary import CircuitOpen
-from nurture.transports import MemoryTransport
+from nurture.sending import outbox
+from nurture.sending.pass_summary import CircuitOpen
+from nurture.sending.transports import MemoryTransport
 from nurture.web import create_app
 from nurture.web.admin import mount_admin
+
+from conftest import make_settings
+from factories import bulk_confirmed, confirmed
 
 UTC = timezone.utc
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"

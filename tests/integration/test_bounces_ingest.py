@@ -13,12 +13,13 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from factories import REQUEST, confirmed
-from nurture import address_hashes, subscribers
-from nurture.bounce_sources import read_maildir_or_mbox
-from nurture.bounces import ingest, outbox_ref
 from nurture.db import transaction
+from nurture.feedback.bounce_sources import read_maildir_or_mbox
+from nurture.feedback.bounces import ingest, outbox_ref
 from nurture.models import Event, OutboxMessage, OutboxState, Status, Subscriber
+from nurture.people import address_hashes, subscribers
+
+from factories import REQUEST, confirmed
 
 UTC = timezone.utc
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"

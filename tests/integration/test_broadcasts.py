@@ -10,16 +10,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from nurture.clock import utcnow
+from nurture.content.sequences import load_newsletters
+from nurture.db import transaction
+from nurture.models import OutboxMessage, OutboxState, Subscriber
+from nurture.people import subscribers
+from nurture.runtime import Runtime
+from nurture.sending import broadcasts
+from nurture.sending.journey import Planner
+from nurture.sending.transports import Reply
+
 from conftest import make_settings
 from factories import REQUEST, bulk_confirmed, confirmed
-from nurture import broadcasts, subscribers
-from nurture.db import transaction
-from nurture.journey import Planner
-from nurture.models import OutboxMessage, OutboxState, Subscriber
-from nurture.runtime import Runtime
-from nurture.clock import utcnow
-from nurture.sequences import load_newsletters
-from nurture.transports import Reply
 
 CHICAGO = ZoneInfo("America/Chicago")
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago
@@ -176,7 +178,7 @@ def test_broadcast_crosses_a_real_smtp_server(tmp_path, database_url, smtp_serve
 
 
 def test_bounce_storm_trips_the_circuit_breaker(runtime, memory_transport):
-    from nurture.pass_summary import CircuitOpen
+    from nurture.sending.pass_summary import CircuitOpen
 
     bulk_confirmed(runtime.sessions, 400, T0 - timedelta(minutes=1))
     memory_transport.replies = [Reply(550, "5.1.1 no such user")] * 10 + [Reply(250, "ok")] * 390

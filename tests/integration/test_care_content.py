@@ -12,16 +12,18 @@ from email.utils import parseaddr
 import pytest
 from lxml import html as lxml_html
 
+from nurture.content.content_rules import health_terms, load_health_terms
+from nurture.content.sequences import load_newsletters, load_sequences
+from nurture.db import transaction
+from nurture.people import subscribers
+from nurture.people.validation import Signup
+from nurture.runtime import Runtime
+from nurture.sending import broadcasts
+from nurture.sending.journey import Planner
+from nurture.sending.transports import MemoryTransport
+
 from conftest import TEMPLATES, make_settings
 from factories import REQUEST, confirmed
-from nurture import broadcasts, subscribers
-from nurture.content_rules import health_terms, load_health_terms
-from nurture.db import transaction
-from nurture.journey import Planner
-from nurture.runtime import Runtime
-from nurture.sequences import load_newsletters, load_sequences
-from nurture.transports import MemoryTransport
-from nurture.validation import Signup
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago
 CONFIRM = "Please confirm your subscription"

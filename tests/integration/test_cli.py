@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from nurture.db import make_engine, session_factory
+
 from conftest import SECRET, TEMPLATES
 from factories import confirmed
-from nurture.db import make_engine, session_factory
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 
@@ -228,9 +229,10 @@ def test_a_broken_template_holds_its_own_mail_loudly_and_resumes_when_fixed(work
     nurture(workdir, "db", "upgrade", env=env)
     sessions = session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))
     confirmed(sessions, "ann@example.com", T0)
-    from nurture import subscribers
     from nurture.db import transaction
-    from nurture.validation import Signup
+    from nurture.people import subscribers
+    from nurture.people.validation import Signup
+
     from factories import REQUEST
     with transaction(sessions) as session:  # someone else, still to confirm: another template
         subscribers.subscribe(session, Signup("bo@example.com", None, "America/Chicago", None, False), now=T0,
@@ -270,9 +272,10 @@ def test_outbox_last_prints_the_newest_message_decoded_and_its_links_whole(workd
     assert "no message in" in one_line_error(nurture(workdir, "outbox", "last", check=False), 1)
     nurture(workdir, "db", "upgrade")
     sessions = session_factory(make_engine(f"sqlite:///{workdir / 'subscribers.db'}"))
-    from nurture import subscribers
     from nurture.db import transaction
-    from nurture.validation import Signup
+    from nurture.people import subscribers
+    from nurture.people.validation import Signup
+
     from factories import REQUEST
     with transaction(sessions) as session:
         subscribers.subscribe(session, Signup("bo@example.com", "Bo", "America/Chicago", None, False), now=T0,
@@ -289,9 +292,11 @@ def test_outbox_last_prints_the_newest_message_decoded_and_its_links_whole(workd
     assert raw.startswith(b"") and b"Subject:" in raw and b"Message-ID:" in raw
     # The link is the one the app accepts: it opens the confirmation page, not a 404.
     from fastapi.testclient import TestClient
-    from conftest import make_settings
+
     from nurture.runtime import Runtime
     from nurture.web import create_app
+
+    from conftest import make_settings
     runtime = Runtime(make_settings(workdir, f"sqlite:///{workdir / 'subscribers.db'}"))
     try:
         with TestClient(create_app(runtime, dispatch=False)) as client:

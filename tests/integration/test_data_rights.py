@@ -8,13 +8,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select, text, update
 
-from factories import REQUEST, confirmed
-from nurture import address_hashes, data_rights, outbox
 from nurture.db import transaction
 from nurture.models import Broadcast, OutboxMessage, OutboxState
-from nurture.subscriber_files import import_csv
-from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
-from nurture.validation import InvalidInput, email_hash
+from nurture.people import address_hashes, data_rights
+from nurture.people.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.people.subscriber_files import import_csv
+from nurture.people.validation import InvalidInput, email_hash
+from nurture.sending import outbox
+
+from factories import REQUEST, confirmed
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 ADDRESS = "ann.patient@example.com"

@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import random
 import shutil
-from email.parser import BytesHeaderParser
 from datetime import datetime, timedelta, timezone
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
+from nurture.content.sequences import load_newsletters
+from nurture.db import transaction
+from nurture.feedback.bounces import outbox_ref
+from nurture.models import NEVER, UNPLANNED, OutboxMessage, Subscriber
+from nurture.people import subscribers
+from nurture.runtime import Runtime
+from nurture.sending import broadcasts
+from nurture.sending.journey import Planner
+from nurture.sending.transports import Reply
+
 from conftest import TEMPLATES, make_settings
 from factories import REQUEST, confirmed
-from nurture import broadcasts, subscribers
-from nurture.bounces import outbox_ref
-from nurture.db import transaction
-from nurture.journey import Planner
-from nurture.models import UNPLANNED, NEVER, OutboxMessage, Subscriber
-from nurture.runtime import Runtime
-from nurture.sequences import load_newsletters
-from nurture.transports import Reply
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 ZONES = ["America/Chicago", "America/New_York", "Europe/Berlin", "Asia/Tokyo", "Pacific/Auckland",
@@ -218,8 +220,9 @@ def _second_postgres_schema(request) -> str:
 
     from sqlalchemy import create_engine, text
 
-    from conftest import POSTGRES_URL
     from nurture.migrate import upgrade
+
+    from conftest import POSTGRES_URL
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")

@@ -15,15 +15,16 @@ import pytest
 from dkim import dknewkey
 from sqlalchemy import select
 
-from conftest import make_settings
-from factories import confirmed
-from nurture import outbox
-from nurture.bounce_sources import read_maildir_or_mbox
-from nurture.bounce_trust import judge_sender, trusted_domain
-from nurture.bounces import ingest
+from nurture.feedback.bounce_sources import read_maildir_or_mbox
+from nurture.feedback.bounce_trust import judge_sender, trusted_domain
+from nurture.feedback.bounces import ingest
 from nurture.models import Event, Status, Subscriber
 from nurture.runtime import Runtime
-from nurture.transports import MemoryTransport
+from nurture.sending import outbox
+from nurture.sending.transports import MemoryTransport
+
+from conftest import make_settings
+from factories import confirmed
 
 UTC = timezone.utc
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"

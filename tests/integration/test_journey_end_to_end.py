@@ -11,9 +11,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from factories import confirmed
+from nurture.content.sequences import load_sequences
 from nurture.models import OutboxMessage, OutboxState
-from nurture.sequences import load_sequences
+
+from factories import confirmed
 
 UTC = timezone.utc
 

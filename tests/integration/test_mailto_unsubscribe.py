@@ -15,10 +15,11 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
 
-from factories import confirmed
-from nurture.bounce_sources import read_maildir_or_mbox
+from nurture.feedback.bounce_sources import read_maildir_or_mbox
 from nurture.models import ConsentEvent, Event, Status, Subscriber
+
 from .test_bounces_ingest import T0, run_ingest, statuses
+from factories import confirmed
 
 
 def mailto_of(data: bytes) -> tuple[str, str]:

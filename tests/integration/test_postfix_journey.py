@@ -25,14 +25,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from conftest import SECRET, TEMPLATES, make_settings
-from factories import confirmed
+from nurture.content.sequences import load_sequences
 from nurture.db import make_engine, session_factory
 from nurture.migrate import upgrade
 from nurture.models import Event, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.runtime import Runtime
-from nurture.sequences import load_sequences
 from nurture.web import create_app
+
+from conftest import SECRET, TEMPLATES, make_settings
+from factories import confirmed
 from postfix_mta import REJECTED, Delivered
 
 pytestmark = pytest.mark.mta

@@ -15,10 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from factories import Clock, confirmed
 from nurture.models import UNPLANNED, ConsentEvent, OutboxMessage, OutboxState, Status, Subscriber
-from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.people.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
 from nurture.web import create_app
+
+from factories import Clock, confirmed
 
 # Monday 2026-11-02 15:00 UTC is 09:00 in Chicago: the send window is open.
 START = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)

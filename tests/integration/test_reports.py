@@ -7,11 +7,12 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlalchemy import event, func, select
 
+from nurture.content.sequences import load_sequences
+from nurture.feedback import funnel_figures, reports
+from nurture.models import Event, OutboxMessage, Subscriber
+
 import reports_scene as scene_module
 from factories import confirmed
-from nurture import funnel_figures, reports
-from nurture.models import Event, OutboxMessage, Subscriber
-from nurture.sequences import load_sequences
 from reports_scene import CONSULTATION, EXPECTED_ALL, EXPECTED_SINCE, NOW, SINCE, STEPS
 
 

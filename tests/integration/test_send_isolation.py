@@ -8,19 +8,20 @@ from datetime import datetime, timezone
 from email import policy
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
+
+from nurture.db import transaction
+from nurture.feedback import reports
+from nurture.feedback.timeline import build_timeline
+from nurture.models import OutboxMessage, OutboxState
+from nurture.runtime import Runtime
+from nurture.sending import outbox
+from nurture.sending.journey import Planner
+from nurture.web import create_app
 
 from conftest import make_settings
 from factories import confirmed
-from fastapi.testclient import TestClient
-
-from nurture import outbox, reports
-from nurture.db import transaction
-from nurture.journey import Planner
-from nurture.models import OutboxMessage, OutboxState
-from nurture.runtime import Runtime
-from nurture.timeline import build_timeline
-from nurture.web import create_app
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago
 IDN = "dora@bücher.example.com"
@@ -178,7 +179,7 @@ def test_a_template_broken_for_days_holds_its_mail_without_giving_it_up_and_it_g
     email), and the message goes at the first pass after the file is back."""
     from datetime import timedelta
 
-    from nurture.outcomes import RENDER_RETRY
+    from nurture.sending.outcomes import RENDER_RETRY
 
     templates = tmp_path / "templates"
     import shutil

@@ -9,14 +9,15 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
 
-from factories import subscriber
-from nurture import outbox
 from nurture.db import make_engine, session_factory, transaction
-from nurture.memory_store import MemoryStore
 from nurture.models import Event, OutboxMessage, OutboxState, Status, Subscriber
-from nurture.outbox import Claim, Outcome
-from nurture.send_store import SqlSendStore
-from nurture.subscribers import mark_status
+from nurture.people.subscribers import mark_status
+from nurture.sending import outbox
+from nurture.sending.memory_store import MemoryStore
+from nurture.sending.outbox import Claim, Outcome
+from nurture.sending.send_store import SqlSendStore
+
+from factories import subscriber
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 REAL = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)  # the real clock: leases run by it

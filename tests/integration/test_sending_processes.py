@@ -12,12 +12,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from conftest import make_settings
-from factories import bulk_confirmed
 from nurture.models import OutboxMessage, OutboxState
 from nurture.runtime import Runtime
-from nurture.pass_summary import TransportDown
+from nurture.sending.pass_summary import TransportDown
 from nurture.sending_processes import SendingPass, shares
+
+from conftest import make_settings
+from factories import bulk_confirmed
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago, inside the send window
 
@@ -98,7 +99,7 @@ def test_children_started_before_planning_end_with_it_when_planning_stops_the_pa
     opens), they end without sending anything."""
     import multiprocessing
 
-    from nurture.pass_summary import CircuitOpen
+    from nurture.sending.pass_summary import CircuitOpen
 
     runtime, passes = spread(tmp_path, sqlite_url, smtp_server.url, 50)
 

@@ -11,14 +11,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from factories import Clock, confirmed
 from nurture.config import ConfigError
 from nurture.db import transaction
 from nurture.models import OutboxMessage, Subscriber
-from nurture.consent_ledger import RequestInfo
-from nurture.subscribers import unsubscribe
+from nurture.people.consent_ledger import RequestInfo
+from nurture.people.subscribers import unsubscribe
 from nurture.web import create_app
 from nurture.web.signup_echo import COOKIE
+
+from factories import Clock, confirmed
 
 START = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)
 FORM = {"consent": "yes", "timezone": "America/New_York", "first_name": "Sam"}
@@ -151,8 +152,9 @@ def test_the_consent_box_stays_ticked_after_an_error_in_another_field(client):
 
 
 def test_the_privacy_notice_is_linked_from_the_signup_page_and_names_the_clinics_policy(tmp_path, database_url):
-    from conftest import make_settings
     from nurture.runtime import Runtime
+
+    from conftest import make_settings
 
     settings = make_settings(tmp_path, database_url, privacy_policy_url="https://clinic.example/privacy")
     runtime = Runtime(settings)

@@ -13,13 +13,14 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from nurture import outbox, subscribers
 from nurture.db import transaction
 from nurture.group_commit import GroupCommit
 from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
-from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS, RequestInfo
-from nurture.new_subscribers import SignupRequest
-from nurture.validation import Signup
+from nurture.people import subscribers
+from nurture.people.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS, RequestInfo
+from nurture.people.new_subscribers import SignupRequest
+from nurture.people.validation import Signup
+from nurture.sending import outbox
 
 NOW = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)
 

@@ -10,12 +10,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from conftest import make_settings
-from factories import confirmed
 from nurture.models import Event, OutboxMessage, OutboxState, Status, Subscriber
 from nurture.runtime import Runtime
-from nurture.pass_summary import TransportDown
+from nurture.sending.pass_summary import TransportDown
 from nurture.web import create_app
+
+from conftest import make_settings
+from factories import confirmed
 
 # 15:00 UTC is 09:00 in Chicago: inside the default send window.
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)

@@ -14,9 +14,10 @@ import subprocess
 
 import pytest
 
-from conftest import make_settings
 from nurture.runtime import Runtime
-from nurture.transports import MemoryTransport
+from nurture.sending.transports import MemoryTransport
+
+from conftest import make_settings
 from shipped_emails import build_shipped, shipped_templates
 
 MAX_SCORE = 0.5

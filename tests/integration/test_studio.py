@@ -15,16 +15,17 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import TEMPLATES, make_settings
 from fastapi.testclient import TestClient
 
-from nurture.journey import Window
-from nurture.sequences import Sequence, Step, scan_templates
-from nurture.transports import MemoryTransport, Unreachable
+from nurture.content.sequences import Sequence, Step, scan_templates
+from nurture.sending.journey import Window
+from nurture.sending.transports import MemoryTransport, Unreachable
 from nurture.web.studio import create_studio_app
 from nurture.web.studio_catalogue import templates_stamp
 from nurture.web.studio_events import TemplateWatcher
 from nurture.web.studio_journey import plan_journey
+
+from conftest import TEMPLATES, make_settings
 
 WELCOME = "nurture/10-welcome-history.html.j2"
 MECHANISM = "nurture/20-how-it-may-work.html.j2"

@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from conftest import make_settings
 from nurture.models import ConsentEvent, Subscriber
+from nurture.people.validation import MAX_EMAIL, MAX_NAME
 from nurture.runtime import Runtime
-from nurture.validation import MAX_EMAIL, MAX_NAME
 from nurture.web import create_app
+
+from conftest import make_settings
 
 FIELDS = st.sampled_from(["email", "first_name", "timezone", "consent", "consent_version", "website", "extra"])
 VALUES = st.one_of(

@@ -10,12 +10,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select, text
 
-from factories import REQUEST, bulk_confirmed, confirmed
-from nurture import data_rights, subscribers
 from nurture.db import make_engine, session_factory, transaction
 from nurture.models import ConsentEvent, Event, OutboxMessage, OutboxState, Status, Subscriber
-from nurture.subscriber_files import EXPORT_COLUMNS, export_csv, import_csv
-from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.people import data_rights, subscribers
+from nurture.people.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.people.subscriber_files import EXPORT_COLUMNS, export_csv, import_csv
+
+from factories import REQUEST, bulk_confirmed, confirmed
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 ZONE = "America/Chicago"
@@ -94,7 +95,7 @@ def test_a_realistic_list_is_imported_by_double_opt_in(sessions, clinic_list):
 
 
 def test_confirmed_import_needs_a_consent_source_and_records_it(sessions, clinic_list):
-    from nurture.subscriber_files import CsvImportError
+    from nurture.people.subscriber_files import CsvImportError
 
     with pytest.raises(CsvImportError, match="--consent-source"):
         run(sessions, clinic_list, confirmed=True)

@@ -13,15 +13,16 @@ import pytest
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy import inspect as sa_inspect
 
-from conftest import POSTGRES_URL, _postgres_or_skip, make_settings
-from factories import REQUEST, confirmed
-from nurture import address_hashes, data_rights, subscribers
 from nurture.db import transaction
 from nurture.migrate import upgrade
 from nurture.models import Status, Subscriber
+from nurture.people import address_hashes, data_rights, subscribers
+from nurture.people.subscriber_files import import_csv
+from nurture.people.validation import Signup
 from nurture.runtime import Runtime
-from nurture.subscriber_files import import_csv
-from nurture.validation import Signup
+
+from conftest import POSTGRES_URL, _postgres_or_skip, make_settings
+from factories import REQUEST, confirmed
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 KEPT, GONE = "kept@example.com", "gone@example.com"

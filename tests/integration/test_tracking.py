@@ -13,13 +13,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select
 
-from factories import confirmed
-from nurture import outbox
 from nurture.db import transaction
 from nurture.models import Event, OutboxMessage
-from nurture.tracked_links import links_in
-from nurture.transports import MemoryTransport
+from nurture.sending import outbox
+from nurture.sending.tracked_links import links_in
+from nurture.sending.transports import MemoryTransport
 from nurture.web import create_app
+
+from factories import confirmed
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 
@@ -103,9 +104,9 @@ def test_a_signed_token_for_a_url_not_in_the_message_goes_to_the_clinic_site(sen
 
 
 def test_open_pixel_only_when_turned_on(tmp_path, database_url, memory_transport):
-    from conftest import make_settings
-
     from nurture.runtime import Runtime
+
+    from conftest import make_settings
 
     rt = Runtime(make_settings(tmp_path, database_url), transport_override=memory_transport)
     confirmed(rt.sessions, "reader@example.com", T0)
@@ -145,9 +146,9 @@ def own_templates(tmp_path):
 def sent_with(tmp_path, database_url, memory_transport, templates, **settings):
     """Send the consultation email from one process; return its HTML and the settings to start
     another process (the web endpoint, after a restart) with."""
-    from conftest import make_settings
-
     from nurture.runtime import Runtime
+
+    from conftest import make_settings
 
     config = make_settings(tmp_path, database_url, templates_dir=str(templates), **settings)
     sending = Runtime(config, transport_override=memory_transport)
@@ -212,7 +213,7 @@ def test_clicks_still_land_when_click_tracking_was_turned_off_after_the_send(
 def test_a_click_for_an_erased_person_or_a_deleted_message_goes_to_the_clinic_site(
     tmp_path, database_url, memory_transport, own_templates
 ):
-    from nurture import data_rights
+    from nurture.people import data_rights
 
     html_part, config = sent_with(tmp_path, database_url, memory_transport, own_templates)
     links = tracked_links(html_part)
@@ -239,7 +240,7 @@ def test_a_click_for_an_erased_person_or_a_deleted_message_goes_to_the_clinic_si
 
 
 def test_a_click_that_cannot_be_matched_to_the_message_never_leaves_the_clinics_own_links():
-    from nurture.tracked_links import _url_hash, destination
+    from nurture.sending.tracked_links import _url_hash, destination
 
     own = ("https://clinic.example/consultation", "https://clinic.example")
     article = "https://journal.example/ketamine"

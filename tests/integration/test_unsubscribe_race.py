@@ -6,10 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
-from factories import REQUEST, bulk_confirmed
-from nurture import subscribers
 from nurture.db import transaction
 from nurture.models import OutboxMessage, OutboxState, Subscriber
+from nurture.people import subscribers
+
+from factories import REQUEST, bulk_confirmed
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 

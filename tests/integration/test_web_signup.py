@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import email
-from markupsafe import escape
 import re
 from datetime import datetime, timedelta, timezone
 from email import policy
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 from sqlalchemy import func, select
 
-from factories import Clock
 from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
-from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.people.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
 from nurture.web import create_app
+
+from factories import Clock
 
 START = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)
 
@@ -229,9 +230,9 @@ def test_honeypot_gets_the_normal_answer_and_stores_nothing(client, runtime, mem
 
 
 def test_rate_limit_per_ip_answers_429_with_retry_after(tmp_path, database_url, memory_transport, clock):
-    from conftest import make_settings
-
     from nurture.runtime import Runtime
+
+    from conftest import make_settings
 
     rt = Runtime(make_settings(tmp_path, database_url, subscribe_rate="3/minute"), transport_override=memory_transport)
     with TestClient(create_app(rt, clock=clock, dispatch=False)) as limited:
@@ -438,9 +439,9 @@ def test_forwarded_for_from_an_untrusted_client_is_ignored(client, runtime):
 
 
 def proxied_client(tmp_path, database_url, memory_transport, clock, **settings):
-    from conftest import make_settings
-
     from nurture.runtime import Runtime
+
+    from conftest import make_settings
 
     rt = Runtime(make_settings(tmp_path, database_url, **settings), transport_override=memory_transport)
     return rt, TestClient(create_app(rt, clock=clock, dispatch=False), client=("10.1.2.3", 40000))

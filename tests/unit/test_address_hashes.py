@@ -7,10 +7,11 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import event, text
 
-from factories import confirmed
-from nurture.address_hashes import PepperMissing, find_by_email, hashes_to_match, stored_hash
 from nurture.db import make_engine, session_factory, transaction
-from nurture.validation import email_hash
+from nurture.people.address_hashes import PepperMissing, find_by_email, hashes_to_match, stored_hash
+from nurture.people.validation import email_hash
+
+from factories import confirmed
 
 T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nurture.addresses import UnencodableAddress, wire_address
-from nurture.validation import normalise_email
+from nurture.people.validation import normalise_email
 
 
 @pytest.mark.parametrize("typed, wire, utf8", [

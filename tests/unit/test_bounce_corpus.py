@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nurture.bounce_classify import classify
+from nurture.feedback.bounce_classify import classify
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "bounces" / "flufl"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from nurture.bounce_classify import Finding, classify
-from nurture.bounce_sources import parse_imap_url, read_maildir_or_mbox
-from nurture.bounces import is_our_message_id, outbox_ref
-from nurture.messages import message_id
+from nurture.feedback.bounce_classify import Finding, classify
+from nurture.feedback.bounce_sources import parse_imap_url, read_maildir_or_mbox
+from nurture.feedback.bounces import is_our_message_id, outbox_ref
+from nurture.sending.messages import message_id
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
 SECRET = "unit-secret"

@@ -6,12 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from nurture import subscribers
-from nurture.clinic_actions import act
 from nurture.db import transaction
-from nurture.consent_ledger import RequestInfo
-from nurture.new_subscribers import add_confirmed
-from nurture.validation import Signup
+from nurture.people import subscribers
+from nurture.people.clinic_actions import act
+from nurture.people.consent_ledger import RequestInfo
+from nurture.people.new_subscribers import add_confirmed
+from nurture.people.validation import Signup
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 ADMIN = RequestInfo(None, None, "admin:admin")

@@ -13,20 +13,21 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from conftest import SECRET, TEMPLATES
 from nurture.cli import app as cli_app
-from nurture.compose import compose, outbox_draft, preview_draft, preview_stream, render
 from nurture.config import load_settings
+from nurture.content.rendering import Renderer
 from nurture.links import Links
 from nurture.message_key import Kind
-from nurture.messages import sender_domain
-from nurture.outbox import Claim
-from nurture.rendering import Renderer
 from nurture.runtime import Runtime
-from nurture.sender import Sender
+from nurture.sending.compose import compose, outbox_draft, preview_draft, preview_stream, render
+from nurture.sending.messages import sender_domain
+from nurture.sending.outbox import Claim
+from nurture.sending.sender import Sender
+from nurture.sending.tracked_links import Tracker
 from nurture.tokens import Tokens
-from nurture.tracked_links import Tracker
 from nurture.web.studio import create_studio_app
+
+from conftest import SECRET, TEMPLATES
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 ENV = {"NURTURE_SECRET_KEY": SECRET, "NURTURE_TEMPLATES_DIR": str(TEMPLATES), "NURTURE_DATABASE_URL": "sqlite://"}

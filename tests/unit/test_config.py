@@ -139,11 +139,12 @@ def test_trusted_proxies_are_addresses_or_networks():
     ],
 )
 def test_from_is_parsed_at_start_into_a_form_every_message_can_encode(given, kept):
-    from nurture.messages import build_message
-    from nurture.rendering import Rendered
     import email
-    from email import policy
     from datetime import datetime, timezone
+    from email import policy
+
+    from nurture.content.rendering import Rendered
+    from nurture.sending.messages import build_message
 
     settings = load_settings({"NURTURE_SECRET_KEY": "k", "NURTURE_FROM": given})
     assert settings.mail_from == kept

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS, RequestInfo, consent_values
+from nurture.people.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS, RequestInfo, consent_values
 
 T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
 REQUEST = RequestInfo(ip="192.0.2.1", user_agent="Mozilla/5.0 " + "x" * 600, source="signup-form")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nurture.content_rules import (
+from nurture.content.content_rules import (
     BUILT_IN_HEALTH_TERMS,
     Paragraph,
     claims,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nurture.css_inlining import inline_css
+from nurture.content.css_inlining import inline_css
 
 HTML = """<html><head><style>
 p { color: #123456; }

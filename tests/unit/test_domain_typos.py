@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nurture.domain_typos import COMMON_DOMAINS, _distance, suggest
+from nurture.people.domain_typos import COMMON_DOMAINS, _distance, suggest
 
 
 @pytest.mark.parametrize("typed, meant", [

@@ -17,11 +17,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from lxml import etree, html as lxml_html
+from lxml import etree
+from lxml import html as lxml_html
 
 from nurture.config import load_settings
-from nurture.render_values import sample_recipient
-from nurture.rendering import Renderer
+from nurture.content.render_values import sample_recipient
+from nurture.content.rendering import Renderer
+
 from shipped_emails import TEMPLATES, shipped_templates
 
 BASE = "https://mail.clinic.example"

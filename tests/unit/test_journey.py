@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from nurture.journey import Window, key_of, next_send, next_step
-from nurture.sequences import Sequence, Step
+from nurture.content.sequences import Sequence, Step
+from nurture.sending.journey import Window, key_of, next_send, next_step
 
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from nurture.leases import Leases
+from nurture.sending.leases import Leases
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 LEASE = timedelta(seconds=10)

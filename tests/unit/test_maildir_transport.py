@@ -7,7 +7,7 @@ import mailbox
 from concurrent.futures import ThreadPoolExecutor
 from email import message_from_bytes, policy
 
-from nurture.transports import MaildirTransport
+from nurture.sending.transports import MaildirTransport
 
 
 def message(i: int) -> bytes:

@@ -12,8 +12,8 @@ from email import policy
 import dkim
 import pytest
 
-from nurture.messages import Dkim, HeaderInjection, build_message, message_id
-from nurture.rendering import Rendered
+from nurture.content.rendering import Rendered
+from nurture.sending.messages import Dkim, HeaderInjection, build_message, message_id
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 UNSUB = "https://clinic.example/unsubscribe/abc.def"
@@ -130,7 +130,7 @@ def test_an_international_address_cannot_smuggle_a_header(to):
 
 # --- streams, bulk-sender headers, DKIM oversigning (issue 11) -----------------------------------
 
-from nurture.messages import campaign, make_streams  # noqa: E402
+from nurture.sending.messages import campaign, make_streams  # noqa: E402
 
 STREAMS = make_streams(from_header="Clinic Care <care@clinic.example>", list_name="Clinic", sequence="nurture")
 

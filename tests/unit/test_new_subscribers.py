@@ -7,17 +7,17 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import func, select
 
-from nurture.consent_ledger import CONSENT_VERSION, RequestInfo
 from nurture.db import make_engine, session_factory, transaction
 from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
-from nurture.new_subscribers import (
+from nurture.people.consent_ledger import CONSENT_VERSION, RequestInfo
+from nurture.people.new_subscribers import (
     CONFIRM_TEMPLATE,
     KNOWN_HASHES,
     SignupRequest,
     insert_new_signups,
     new_subscriber_values,
 )
-from nurture.validation import Signup
+from nurture.people.validation import Signup
 
 T0 = datetime(2026, 12, 1, 15, tzinfo=timezone.utc)
 REQUEST = RequestInfo("192.0.2.1", "unit", "json-api")

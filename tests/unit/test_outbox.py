@@ -9,11 +9,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select, update
 
-from factories import subscriber
-from nurture import outbox
 from nurture.db import make_engine, session_factory, transaction
 from nurture.models import UNPLANNED, Event, OutboxMessage, OutboxState, Status, Subscriber
-from nurture.outbox import Outcome
+from nurture.sending import outbox
+from nurture.sending.outbox import Outcome
+
+from factories import subscriber
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 LEASE = timedelta(minutes=5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nurture.plaintext import HR, html_to_text
+from nurture.content.plaintext import HR, html_to_text
 
 
 def text(body: str) -> str:

@@ -7,13 +7,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from nurture import data_rights
 from nurture.db import transaction
-from nurture.journey import Planner
-from nurture.preferences import Change, Series, change_preferences, may_unsubscribe, preferences_of_id
-from nurture.consent_ledger import RequestInfo
-from nurture.new_subscribers import add_confirmed
-from nurture.validation import Signup
+from nurture.people import data_rights
+from nurture.people.consent_ledger import RequestInfo
+from nurture.people.new_subscribers import add_confirmed
+from nurture.people.preferences import Change, Series, change_preferences, may_unsubscribe, preferences_of_id
+from nurture.people.validation import Signup
+from nurture.sending.journey import Planner
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 PAGE = RequestInfo(None, None, "preferences-page")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import binascii
 import quopri
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from nurture.messages import _qp
+from nurture.sending.messages import _qp
 
 
 def whole_body(text: str) -> bytes:
@@ -35,7 +36,7 @@ def test_it_decodes_to_the_text_with_lines_of_at_most_76_octets(parts):
 
 
 def test_a_line_seen_before_is_served_from_the_cache():
-    from nurture.messages import _qp_line
+    from nurture.sending.messages import _qp_line
 
     _qp("a line every recipient gets\nDear Zoë,")
     before = _qp_line.cache_info().hits

@@ -1,4 +1,4 @@
-from nurture.ratelimit import Pacer, WindowLimiter
+from nurture.sending.ratelimit import Pacer, WindowLimiter
 
 
 class FakeClock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nurture.render_values import (
+from nurture.content.render_values import (
     FIRST_NAME_FALLBACK,
     clean_value,
     clinic_context,

@@ -6,13 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
-from nurture.css_inlining import inline_css
-from nurture.render_values import FIRST_NAME_FALLBACK, number_words, sample_recipient, when_phrase
-from nurture.rendering import TEMPLATE_CONTEXT, RenderError, Renderer
-from nurture.sequences import load_newsletters, load_sequences
+from nurture.content.css_inlining import inline_css
+from nurture.content.render_values import FIRST_NAME_FALLBACK, number_words, sample_recipient, when_phrase
+from nurture.content.rendering import TEMPLATE_CONTEXT, Renderer, RenderError
+from nurture.content.sequences import load_newsletters, load_sequences
 
 SHIPPED = Path(__file__).resolve().parents[2] / "templates" / "emails"
 CLINIC = {
@@ -147,7 +148,7 @@ def test_edits_are_picked_up(tmp_path: Path) -> None:
 
 
 def test_inlining_runs_once_per_template_version(renderer: Renderer, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nurture.rendering as rendering
+    import nurture.content.rendering as rendering
 
     calls = []
     real = rendering.inline_css
@@ -183,7 +184,7 @@ def test_recipient_value_through_a_filter_is_refused(tmp_path: Path) -> None:
 def test_context_table_lists_every_variable() -> None:
     names = {v.name for v in TEMPLATE_CONTEXT}
     assert {"first_name", "unsubscribe_url", "preferences_url", "confirm_url", "clinic.postal_address", "year"} <= names
-    import nurture.rendering as rendering
+    import nurture.content.rendering as rendering
 
     for name in names:
         assert name in rendering.__doc__
@@ -226,7 +227,7 @@ def test_recipient_urls_must_be_http(renderer: Renderer) -> None:
 def test_touching_a_file_without_changing_it_costs_no_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    import nurture.rendering as rendering
+    import nurture.content.rendering as rendering
 
     templates = copy_templates(tmp_path)
     renderer = Renderer(templates, clinic=CLINIC, base_url=BASE)

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from nurture import data_rights, subscribers
 from nurture.db import transaction
 from nurture.models import ConsentEvent, OutboxMessage
-from nurture.subscribers import RESEND_AFTER
-from nurture.consent_ledger import RequestInfo
-from nurture.validation import Signup
+from nurture.people import data_rights, subscribers
+from nurture.people.consent_ledger import RequestInfo
+from nurture.people.subscribers import RESEND_AFTER
+from nurture.people.validation import Signup
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 FORM = RequestInfo("203.0.113.9", "browser", "signup-form")

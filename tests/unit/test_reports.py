@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from nurture import funnel_figures, reports
+from nurture.content.sequences import Sequence, Step
+from nurture.feedback import funnel_figures, reports
 from nurture.models import Base, Broadcast, Event, OutboxMessage, OutboxState, Status, Subscriber
-from nurture.sequences import Sequence, Step
 
 T = datetime(2026, 11, 2, 15, 0, tzinfo=timezone.utc)
 URL = "https://clinic.example/consultation"

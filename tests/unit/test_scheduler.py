@@ -12,7 +12,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from nurture.scheduler import build_scheduler, send_job
-from nurture.pass_summary import PassStopped, PassSummary, TransportDown
+from nurture.sending.pass_summary import PassStopped, PassSummary, TransportDown
 
 NOW = datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
 

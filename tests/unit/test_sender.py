@@ -13,14 +13,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import make_settings
-from nurture.memory_store import MemoryStore
 from nurture.models import OutboxState, Status
-from nurture.outcomes import RENDER_RETRY, retry_delay
-from nurture.pass_summary import CircuitOpen, DatabaseDown, TransportDown
 from nurture.runtime import Runtime
-from nurture.sender import Sender
-from nurture.transports import MemoryTransport, Reply, Unreachable
+from nurture.sending.memory_store import MemoryStore
+from nurture.sending.outcomes import RENDER_RETRY, retry_delay
+from nurture.sending.pass_summary import CircuitOpen, DatabaseDown, TransportDown
+from nurture.sending.sender import Sender
+from nurture.sending.transports import MemoryTransport, Reply, Unreachable
+
+from conftest import make_settings
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 WELCOME = "nurture/10-welcome-history.html.j2"

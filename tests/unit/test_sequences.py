@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from nurture.sequences import (
+from nurture.content.sequences import (
     TemplateFormatError,
     describe_email,
-    place_email,
     load_newsletters,
     load_sequences,
     parse_front_matter,
+    place_email,
 )
 
 SHIPPED = Path(__file__).resolve().parents[2] / "templates" / "emails"

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from nurture.pass_summary import PassStopped, PassSummary
+from nurture.sending.pass_summary import PassStopped, PassSummary
 from nurture.web.dispatch import Dispatcher
 
 

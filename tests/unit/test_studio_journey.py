@@ -10,16 +10,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from conftest import make_settings
+from nurture.content.sequences import Sequence, Step
 from nurture.db import transaction
-from nurture.journey import Planner, Window
 from nurture.models import OutboxMessage
+from nurture.people.new_subscribers import add_confirmed
+from nurture.people.validation import Signup
 from nurture.runtime import Runtime
-from nurture.sequences import Sequence, Step
-from nurture.new_subscribers import add_confirmed
-from nurture.transports import MemoryTransport
-from nurture.validation import Signup
+from nurture.sending.journey import Planner, Window
+from nurture.sending.transports import MemoryTransport
 from nurture.web.studio_journey import plan_journey
+
+from conftest import make_settings
 
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")

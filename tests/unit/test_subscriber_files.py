@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from nurture.subscriber_files import CsvImportError, ImportReport, RejectedRow, import_csv, parse_rows
+from nurture.people.subscriber_files import CsvImportError, ImportReport, RejectedRow, import_csv, parse_rows
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 

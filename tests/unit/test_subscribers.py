@@ -8,14 +8,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from nurture import outbox, subscribers
-from nurture.address_hashes import find_by_email
-from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS, RequestInfo
 from nurture.db import Database, make_engine, session_factory, transaction
 from nurture.models import UNPLANNED, ConsentEvent, OutboxMessage, OutboxState, Status, Subscriber
-from nurture.new_subscribers import SignupRequest, add_confirmed
-from nurture.subscribers import ConfirmResult
-from nurture.validation import Signup
+from nurture.people import subscribers
+from nurture.people.address_hashes import find_by_email
+from nurture.people.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS, RequestInfo
+from nurture.people.new_subscribers import SignupRequest, add_confirmed
+from nurture.people.subscribers import ConfirmResult
+from nurture.people.validation import Signup
+from nurture.sending import outbox
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
 REQUEST = RequestInfo(ip="192.0.2.7", user_agent="unit", source="signup-form")

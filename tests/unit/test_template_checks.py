@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nurture.template_checks import MAX_HTML_BYTES, SAMPLE_CLINIC, Problem, check_templates
+from nurture.content.template_checks import MAX_HTML_BYTES, SAMPLE_CLINIC, Problem, check_templates
 
 SHIPPED = Path(__file__).resolve().parents[2] / "templates" / "emails"
 BASE = "https://mail.clinic.example"
@@ -84,7 +84,7 @@ def test_undefined_variable(emails: Path) -> None:
         Problem(
             path,
             line,
-            "'clinic_name' is undefined (the variables a template may use are listed at the top of src/nurture/rendering.py)",
+            "'clinic_name' is undefined (the variables a template may use are listed at the top of src/nurture/content/rendering.py)",
         )
     ]
 

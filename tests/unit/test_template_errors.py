@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, TemplateSyntaxError, UndefinedError, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, UndefinedError
 
-from nurture.template_errors import error_message, front_matter_line, template_line
+from nurture.content.template_errors import error_message, front_matter_line, template_line
 
 
 def test_the_innermost_template_line_of_a_runtime_error(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from jinja2 import Environment
 
-from nurture.template_loader import FrontMatterLoader, TemplateSourceError, template_files
+from nurture.content.template_loader import FrontMatterLoader, TemplateSourceError, template_files
 
 
 def write(root: Path, name: str, text: str) -> None:

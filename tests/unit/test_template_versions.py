@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nurture.recipient_slots import RecipientSlots
-from nurture.template_versions import Compiled, TemplateVersions, fingerprint
+from nurture.content.recipient_slots import RecipientSlots
+from nurture.content.template_versions import Compiled, TemplateVersions, fingerprint
 
 
 @pytest.fixture

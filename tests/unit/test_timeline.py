@@ -8,14 +8,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import update
 
-from nurture import outbox, subscribers
 from nurture.db import transaction
-from nurture.journey import Planner
+from nurture.feedback.timeline import build_timeline
 from nurture.models import OutboxMessage, OutboxState
-from nurture.consent_ledger import RequestInfo
-from nurture.new_subscribers import add_confirmed
-from nurture.timeline import build_timeline
-from nurture.validation import Signup
+from nurture.people import subscribers
+from nurture.people.consent_ledger import RequestInfo
+from nurture.people.new_subscribers import add_confirmed
+from nurture.people.validation import Signup
+from nurture.sending import outbox
+from nurture.sending.journey import Planner
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 10:00 in New York
 STEPS = ("welcome-history", "how-it-may-work", "risks-side-effects", "consultation-invite")

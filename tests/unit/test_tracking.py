@@ -8,14 +8,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from nurture import outbox
 from nurture.db import transaction
+from nurture.feedback.tracking import Landings
 from nurture.models import Event, OutboxMessage
-from nurture.new_subscribers import add_confirmed
+from nurture.people.new_subscribers import add_confirmed
+from nurture.people.validation import Signup
+from nurture.sending import outbox
+from nurture.sending.tracked_links import NEVER_TRACKED, Tracker, _url_hash, destination, links_in, resolve
 from nurture.tokens import InvalidToken, Tokens
-from nurture.tracking import Landings
-from nurture.tracked_links import NEVER_TRACKED, Tracker, _url_hash, destination, links_in, resolve
-from nurture.validation import Signup
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 BASE = "https://mail.clinic.example"

@@ -8,7 +8,7 @@ from email import policy
 
 import pytest
 
-from nurture.transports import (
+from nurture.sending.transports import (
     MaildirTransport,
     MemoryTransport,
     NoReply,
@@ -18,6 +18,7 @@ from nurture.transports import (
     Undeliverable,
     Unreachable,
 )
+
 from smtp_sink import SmtpServer, free_port
 
 SENDER = "care@clinic.example"

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nurture.validation import InvalidInput, clean_name, email_hash, normalise_email, parse_bool, parse_signup
+from nurture.people.validation import InvalidInput, clean_name, email_hash, normalise_email, parse_bool, parse_signup
 
 
 @pytest.mark.parametrize(

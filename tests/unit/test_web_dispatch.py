@@ -10,16 +10,17 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from conftest import make_settings
-from nurture import subscribers
 from nurture.clock import utcnow
 from nurture.db import transaction
 from nurture.models import OutboxMessage
+from nurture.people import subscribers
+from nurture.people.consent_ledger import RequestInfo
+from nurture.people.validation import Signup
 from nurture.runtime import Runtime
-from nurture.consent_ledger import RequestInfo
-from nurture.transports import MemoryTransport
-from nurture.validation import Signup
+from nurture.sending.transports import MemoryTransport
 from nurture.web.dispatch import Dispatcher, DispatcherProcess
+
+from conftest import make_settings
 
 WHO = RequestInfo(None, None, "test")
 

@@ -106,7 +106,7 @@ def broken_templates(broken: dict[str, str], templates_dir) -> str:
     """The message for templates a pass could not render (a content error, so the exit is
     non-zero): each as ``file:line: message`` relative to the templates folder. Their messages
     wait, and go once the file is fixed; others' are not held up."""
-    from nurture.reports import where_in_templates
+    from nurture.feedback.reports import where_in_templates
 
     lines = "; ".join(where_in_templates(reason, templates_dir) for _, reason in sorted(broken.items()))
     return (f"{len(broken)} template(s) could not be rendered, their messages wait until fixed "

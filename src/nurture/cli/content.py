@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from nurture.cli.common import Fail, app, broken_templates, console, out, parse_now, runtime, settings
 from nurture.clock import utcnow
-from nurture.cli.common import broken_templates, Fail, app, console, out, parse_now, runtime, settings
 
 templates_app = typer.Typer(no_args_is_help=True, help="Check and preview the email templates marketing edits.")
 app.add_typer(templates_app, name="templates")
@@ -25,7 +25,7 @@ def templates_validate(
     """Check every email template; prints file:line messages and exits 1 on any error."""
     from zoneinfo import ZoneInfo
 
-    from nurture.template_checks import check_templates
+    from nurture.content.template_checks import check_templates
 
     s = settings()
     s.require_templates()
@@ -48,10 +48,10 @@ def templates_preview(
     to: Annotated[Optional[str], typer.Option(help="Send a test copy to this address instead of printing.")] = None,
 ) -> None:
     """Print an email rendered with sample data, or send a test copy to one address."""
-    from nurture.compose import TEST_SUBJECT_MARKER, compose, preview_draft, preview_stream, render
-    from nurture.rendering import RenderError
-    from nurture.sequences import find_email
-    from nurture.validation import InvalidInput, normalise_email
+    from nurture.content.rendering import RenderError
+    from nurture.content.sequences import find_email
+    from nurture.people.validation import InvalidInput, normalise_email
+    from nurture.sending.compose import TEST_SUBJECT_MARKER, compose, preview_draft, preview_stream, render
 
     if format not in ("html", "text", "eml"):
         raise Fail("--format must be html, text or eml")
@@ -81,7 +81,7 @@ def templates_preview(
             return
         from email.utils import parseaddr
 
-        from nurture.transports import NoReply, Unreachable
+        from nurture.sending.transports import NoReply, Unreachable
 
         try:
             reply = rt.transport.send(parseaddr(s.mail_from)[1], draft.to, data)
@@ -97,7 +97,7 @@ def _did_you_mean(templates_dir, key: str) -> str:
     """`: did you mean welcome-history?` for `welcome`: a key that starts the same, or a close one."""
     import difflib
 
-    from nurture.sequences import TemplateFormatError, load_newsletters, load_sequences
+    from nurture.content.sequences import TemplateFormatError, load_newsletters, load_sequences
 
     try:
         keys = [st.key for seq in load_sequences(templates_dir).values() for st in seq.steps]
@@ -129,10 +129,10 @@ def broadcast_create(
     now: Annotated[Optional[str], typer.Option(help="Pretend it is this instant (ISO-8601).")] = None,
 ) -> None:
     """Create a broadcast: the audience is fixed now; it goes at --at through the scheduler."""
-    from nurture import broadcasts
+    from nurture.content.sequences import TemplateFormatError, load_newsletters
     from nurture.db import transaction
-    from nurture.journey import Planner
-    from nurture.sequences import TemplateFormatError, load_newsletters
+    from nurture.sending import broadcasts
+    from nurture.sending.journey import Planner
 
     s = settings()
     instant = parse_now(now, zone=s.timezone)
@@ -160,7 +160,7 @@ def broadcast_list() -> None:
     """Every broadcast with its state and how many copies are sent, queued or failed."""
     from rich.table import Table
 
-    from nurture import broadcasts
+    from nurture.sending import broadcasts
 
     rt = runtime()
     try:
@@ -186,11 +186,11 @@ def broadcast_send(
     now: Annotated[Optional[str], typer.Option(help="Pretend it is this instant (ISO-8601).")] = None,
 ) -> None:
     """Send a broadcast now (what is already sent is never sent again)."""
-    from nurture import broadcasts
     from nurture.db import transaction
-    from nurture.journey import Planner
-    from nurture.pass_summary import PassStopped
     from nurture.message_key import MessageKey
+    from nurture.sending import broadcasts
+    from nurture.sending.journey import Planner
+    from nurture.sending.pass_summary import PassStopped
 
     s = settings()
     instant = parse_now(now, zone=s.timezone)
@@ -218,8 +218,8 @@ def broadcast_send(
 @broadcast_app.command("cancel")
 def broadcast_cancel(broadcast_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Stop a broadcast: copies not yet sent are cancelled."""
-    from nurture import broadcasts
     from nurture.db import transaction
+    from nurture.sending import broadcasts
 
     rt = runtime()
     try:

@@ -7,8 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from nurture.cli.common import (Fail, app, broken_templates, console, instant_line, out, parse_now, runtime, safe_url,
-                                settings, setup_logging)
+from nurture.cli.common import (
+    Fail,
+    app,
+    broken_templates,
+    console,
+    instant_line,
+    out,
+    parse_now,
+    runtime,
+    safe_url,
+    settings,
+    setup_logging,
+)
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
@@ -116,7 +127,7 @@ def send_due(
     """One pass: queue the sequence steps due at NOW and send everything due."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from nurture.pass_summary import PassStopped
+    from nurture.sending.pass_summary import PassStopped
 
     s = settings()
     instant = parse_now(now, zone=s.timezone)
@@ -149,9 +160,9 @@ def explain(
     from rich.table import Table
     from rich.text import Text
 
-    from nurture.journey import Planner
-    from nurture.timeline import build_timeline
-    from nurture.validation import InvalidInput, normalise_email
+    from nurture.feedback.timeline import build_timeline
+    from nurture.people.validation import InvalidInput, normalise_email
+    from nurture.sending.journey import Planner
 
     try:
         email = normalise_email(address)
@@ -193,9 +204,9 @@ def stats(
 
     from rich.table import Table
 
-    from nurture import funnel_figures, reports
-    from nurture.journey import Planner
-    from nurture.sequences import TemplateFormatError
+    from nurture.content.sequences import TemplateFormatError
+    from nurture.feedback import funnel_figures, reports
+    from nurture.sending.journey import Planner
 
     s = settings()
     start = parse_now(since, "--since") if since else None
@@ -261,7 +272,7 @@ def outbox_last(
     """Show the newest message in the outbox decoded: its headers and plain text, or its links."""
     from pathlib import Path
 
-    from nurture.outbox_files import OutboxEmpty, newest_message
+    from nurture.sending.outbox_files import OutboxEmpty, newest_message
 
     s = settings()
     if s.smtp_url:

@@ -25,8 +25,8 @@ def bounces_ingest(
     a trusted, DKIM-signed feedback loop) count; the rest are listed as unverified."""
     from pathlib import Path
 
-    from nurture import bounces
     from nurture.clock import utcnow
+    from nurture.feedback import bounces
 
     s = settings()
     if imap == (source is not None):
@@ -58,7 +58,7 @@ def subscribers_import(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from nurture.clock import utcnow
-    from nurture.subscriber_files import CsvImportError, import_csv
+    from nurture.people.subscriber_files import CsvImportError, import_csv
 
     s = settings()
     rt = runtime(s)
@@ -85,7 +85,7 @@ def subscribers_export(
     file: Annotated[Optional[str], typer.Argument(metavar="[FILE.csv]", help="Default: standard output.")] = None,
 ) -> None:
     """Export everyone who has an address on file, as CSV."""
-    from nurture.subscriber_files import export_csv
+    from nurture.people.subscriber_files import export_csv
 
     rt = runtime()
     try:
@@ -107,8 +107,8 @@ def subscribers_export_personal(address: Annotated[str, typer.Argument(metavar="
     """Everything held about one person, as JSON (consent ledger included): a subject access request."""
     import json
 
-    from nurture.data_rights import export_personal
-    from nurture.validation import InvalidInput
+    from nurture.people.data_rights import export_personal
+    from nurture.people.validation import InvalidInput
 
     rt = runtime()
     try:
@@ -125,10 +125,10 @@ def subscribers_export_personal(address: Annotated[str, typer.Argument(metavar="
 @subscribers_app.command("erase")
 def subscribers_erase(address: Annotated[str, typer.Argument(metavar="EMAIL")]) -> None:
     """Erase one person's personal data; a hashed tombstone keeps the address suppressed for imports."""
-    from nurture.data_rights import erase
-    from nurture.db import transaction
     from nurture.clock import utcnow
-    from nurture.validation import InvalidInput
+    from nurture.db import transaction
+    from nurture.people.data_rights import erase
+    from nurture.people.validation import InvalidInput
 
     rt = runtime()
     try:

@@ -14,26 +14,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
-
 from urllib.parse import urlencode, urlsplit
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 
-from nurture import bounces, clinic_actions, funnel_figures, reports
-from nurture.clinic_actions import ACTIONS as _ACTIONS
 from nurture.clock import utcnow
-from nurture.consent_ledger import RequestInfo
+from nurture.content.sequences import Sequence, TemplateFormatError, load_sequences
 from nurture.db import transaction
-from nurture.journey import Planner
+from nurture.feedback import bounces, funnel_figures, reports
+from nurture.feedback.timeline import build_timeline
+from nurture.people import clinic_actions
+from nurture.people.clinic_actions import ACTIONS as _ACTIONS
+from nurture.people.consent_ledger import RequestInfo
+from nurture.people.validation import InvalidInput, normalise_email
 from nurture.runtime import Runtime
-from nurture.sequences import Sequence, TemplateFormatError, load_sequences
+from nurture.sending.journey import Planner
 from nurture.tokens import InvalidToken
-from nurture.timeline import build_timeline
-from nurture.validation import InvalidInput, normalise_email
 from nurture.web.admin_auth import Failures, basic_credentials
 from nurture.web.admin_charts import day, funnel_chart, num, pct, per_day_chart, when
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from nurture import funnel_figures
+from nurture.feedback import funnel_figures
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from nurture import subscribers
 from nurture.clock import utcnow
+from nurture.feedback.tracking import Landings
 from nurture.group_commit import GroupCommit
-from nurture.ratelimit import WindowLimiter
+from nurture.people import subscribers
 from nurture.runtime import Runtime
-from nurture.tracking import Landings
-from nurture.tracked_links import Tracker
+from nurture.sending.ratelimit import WindowLimiter
+from nurture.sending.tracked_links import Tracker
 from nurture.web.admin import mount_admin
 from nurture.web.bodies import BadRequest
 from nurture.web.dispatch import Dispatcher, DispatcherProcess

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from nurture.config import Settings
 from nurture.clock import utcnow
+from nurture.config import Settings
 from nurture.message_key import SYSTEM_PREFIX
-from nurture.pass_summary import PassStopped
-from nurture.sender import Sender
+from nurture.sending.pass_summary import PassStopped
+from nurture.sending.sender import Sender
 
 log = logging.getLogger(__name__)
 

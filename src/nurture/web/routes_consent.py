@@ -13,12 +13,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 
-from nurture import preferences, subscribers
+from nurture.content.sequences import Sequence, TemplateFormatError
 from nurture.db import transaction
-from nurture.journey import Planner
-from nurture.preferences import RESUMES, Change
-from nurture.sequences import Sequence, TemplateFormatError
-from nurture.subscribers import ConfirmResult
+from nurture.people import preferences, subscribers
+from nurture.people.preferences import RESUMES, Change
+from nurture.people.subscribers import ConfirmResult
+from nurture.sending.journey import Planner
 from nurture.tokens import ExpiredToken, InvalidToken
 from nurture.web import signup_echo
 from nurture.web.bodies import BadRequest, read_body

@@ -13,10 +13,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from nurture.domain_typos import suggest
-from nurture.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
-from nurture.new_subscribers import SignupRequest
-from nurture.validation import InvalidInput, parse_signup
+from nurture.people.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
+from nurture.people.domain_typos import suggest
+from nurture.people.new_subscribers import SignupRequest
+from nurture.people.validation import InvalidInput, parse_signup
 from nurture.web import signup_echo
 from nurture.web.bodies import BadRequest, read_body
 from nurture.web.site import SECURITY_HEADERS, Site, client_address, form_values, request_info

@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
+from nurture.feedback.tracking import Landings
 from nurture.tokens import InvalidToken
-from nurture.tracking import Landings
 from nurture.web.bodies import BadRequest
 from nurture.web.site import Site
 

@@ -19,9 +19,9 @@ from zoneinfo import ZoneInfo
 
 from starlette.responses import Response
 
-from nurture.subscribers import RESEND_AFTER
+from nurture.people.subscribers import RESEND_AFTER
+from nurture.people.validation import Signup
 from nurture.tokens import InvalidToken, Tokens
-from nurture.validation import Signup
 
 COOKIE = "nurture_signup"
 PURPOSE = "signup-echo"

@@ -19,11 +19,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from nurture.group_commit import GroupCommit
-from nurture.ratelimit import WindowLimiter
+from nurture.people.consent_ledger import RequestInfo
+from nurture.people.subscribers import RESEND_AFTER
+from nurture.people.validation import InvalidInput, parse_bool
 from nurture.runtime import Runtime
-from nurture.subscribers import RESEND_AFTER
-from nurture.consent_ledger import RequestInfo
-from nurture.validation import InvalidInput, parse_bool
+from nurture.sending.ratelimit import WindowLimiter
 from nurture.web import signup_echo
 from nurture.web.dispatch import Dispatcher, DispatcherProcess
 

@@ -30,17 +30,24 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 
 from nurture.clock import utcnow
 from nurture.config import Settings
-from nurture.compose import compose, preview_draft, preview_stream
-from nurture.journey import Window
-from nurture.rendering import TEMPLATE_CONTEXT, RenderError, Rendered, Renderer
-from nurture.sequences import TemplateFormatError
-from nurture.transports import NoReply, Transport, Unreachable
-from nurture.validation import InvalidInput, normalise_email
+from nurture.content.rendering import TEMPLATE_CONTEXT, Rendered, Renderer, RenderError
+from nurture.content.sequences import TemplateFormatError
+from nurture.people.validation import InvalidInput, normalise_email
+from nurture.sending.compose import compose, preview_draft, preview_stream
+from nurture.sending.journey import Window
+from nurture.sending.transports import NoReply, Transport, Unreachable
 from nurture.web.studio_catalogue import Entry, where
 from nurture.web.studio_checks import TemplateChecks, helpful, template_frame
 from nurture.web.studio_events import TemplateWatcher, event_stream

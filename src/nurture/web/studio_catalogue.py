@@ -8,7 +8,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nurture.sequences import EMAIL_SUFFIX, KEY_PATTERN, NOT_SEQUENCES, Sequence, Step, TemplateFormatError, describe_email, scan_templates
+from nurture.content.sequences import (
+    EMAIL_SUFFIX,
+    KEY_PATTERN,
+    NOT_SEQUENCES,
+    Sequence,
+    Step,
+    TemplateFormatError,
+    describe_email,
+    scan_templates,
+)
 
 
 def is_template(name: str) -> bool:

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 from nurture.config import Settings
-from nurture.rendering import TEMPLATE_CONTEXT
-from nurture.template_checks import Problem, check_templates
+from nurture.content.rendering import TEMPLATE_CONTEXT
+from nurture.content.template_checks import Problem, check_templates
 from nurture.web.studio_catalogue import relative
 
 log = logging.getLogger(__name__)

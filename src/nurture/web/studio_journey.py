@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from nurture.journey import Window, key_of, next_send
-from nurture.sequences import Sequence, Step
+from nurture.content.sequences import Sequence, Step
+from nurture.sending.journey import Window, key_of, next_send
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from nurture.template_checks import Problem
+from nurture.content.template_checks import Problem
 from nurture.web.studio_catalogue import Entry, Group, catalogue, relative, templates_stamp
 from nurture.web.studio_checks import shown_problem
 
