@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from jinja2 import TemplateSyntaxError
@@ -98,7 +98,24 @@ def check_templates(
     sequences, newsletters, format_errors = scan_templates(templates_dir)
     for error in format_errors:
         report(error.path, error.line, error.message)
+    _check_syntax(report, renderer, templates_dir)
 
+    marketing = {step.template for seq in sequences.values() for step in seq.steps}
+    marketing |= {step.template for step in newsletters.values()}
+    places = _places(templates_dir, sequences, format_errors)
+    wording = _Wording(report, load_health_terms(templates_dir), "error" if strict else "warning", today)
+    for path in _email_files(templates_dir):
+        name = path.relative_to(templates_dir).as_posix()
+        is_marketing = Kind.of_template(name).is_marketing
+        if is_marketing and name not in marketing:
+            continue  # its front matter or place in the sequence is wrong: reported above
+        _check_email(report, renderer, path, name, is_marketing, clinic, base_url=base_url, dev=dev,
+                     wording=wording, place=places.get(name))
+    return sorted(found, key=lambda p: (str(p.path), p.line, p.message))
+
+
+def _check_syntax(report: Callable[..., None], renderer: Renderer, templates_dir: Path) -> None:
+    """Every template file compiles (layouts and partials too, not only the emails)."""
     for path in sorted(templates_dir.rglob("*.j2")):
         name = path.relative_to(templates_dir).as_posix()
         try:
@@ -106,48 +123,49 @@ def check_templates(
         except TemplateSyntaxError as exc:
             report(exc.filename or path, exc.lineno, f"template syntax error: {exc.message}")
 
-    marketing = {step.template for seq in sequences.values() for step in seq.steps}
-    marketing |= {step.template for step in newsletters.values()}
-    # (number, total, has a next step) of each sequence step, for counts in its text. Not for a
-    # sequence with a file whose front matter is broken: without that file the numbers would be
-    # wrong, and every later step would be warned about a count that is in fact right.
+
+def _places(templates_dir: Path, sequences: Mapping[str, Any], format_errors: list) -> dict[str, tuple[int, int, bool]]:
+    """(number, total, has a next step) of each sequence step, for counts in its text. Not for a
+    sequence with a file whose front matter is broken: without that file the numbers would be
+    wrong, and every later step would be warned about a count that is in fact right."""
     unsure = {Path(error.path).resolve().parent for error in format_errors}
-    places = {step.template: (step.position + 1, len(seq.steps), step.position + 1 < len(seq.steps))
-              for seq in sequences.values() for step in seq.steps
-              if (templates_dir / step.template).resolve().parent not in unsure}
-    wording = _Wording(report, load_health_terms(templates_dir), "error" if strict else "warning", today)
-    for path in _email_files(templates_dir):
-        name = path.relative_to(templates_dir).as_posix()
-        is_marketing = Kind.of_template(name).is_marketing
-        if is_marketing and name not in marketing:
-            continue  # its front matter or place in the sequence is wrong: reported above
-        recipient = sample_recipient(base_url)
-        if not is_marketing:
-            recipient["first_name"] = _CANARY_NAME
-        try:
-            rendered = renderer.render(name, recipient)
-        except RenderError as exc:
-            report(exc.path, exc.line or _guess_line(exc.path, exc.message), _explain(exc.message))
-            continue
-        except ValueError as exc:  # pragma: no cover - recipient values are ours
-            report(path, 1, str(exc))
-            continue
-        sources = [p for p in renderer.dependencies(name) if p.is_file()]
-        anchor = _extends_line(path)
-        try:
-            footer = renderer.render_block(name, "footer", recipient) or ""
-        except RenderError as exc:  # pragma: no cover - render() above fails first on the same mistake
-            report(exc.path, exc.line, exc.message)
-            continue
-        if is_marketing:
-            _check_marketing(report, path, anchor, footer, recipient, clinic)
-        elif path.name == "confirm.html.j2":
-            _check_confirm(report, path, anchor, rendered, footer, recipient)
-        _check_html(report, path, anchor, rendered, recipient, sources, base_url=base_url, dev=dev)
-        wording.check(path, rendered, sources, places.get(name))
-        if len(rendered.subject) > SUBJECT_WARN_CHARS:
-            report(path, _front_line(path, "subject"), f"the subject is {len(rendered.subject)} characters; inboxes cut it at about {SUBJECT_WARN_CHARS}", "warning")
-    return sorted(found, key=lambda p: (str(p.path), p.line, p.message))
+    return {step.template: (step.position + 1, len(seq.steps), step.position + 1 < len(seq.steps))
+            for seq in sequences.values() for step in seq.steps
+            if (templates_dir / step.template).resolve().parent not in unsure}
+
+
+def _check_email(report: Callable[..., None], renderer: Renderer, path: Path, name: str, is_marketing: bool,
+                 clinic: Mapping[str, Any], *, base_url: str, dev: bool, wording: _Wording,
+                 place: tuple[int, int, bool] | None) -> None:
+    """One email, rendered for the sample recipient: its footer, HTML, wording and subject."""
+    recipient = sample_recipient(base_url)
+    if not is_marketing:
+        recipient["first_name"] = _CANARY_NAME
+    try:
+        rendered = renderer.render(name, recipient)
+    except RenderError as exc:
+        report(exc.path, exc.line or _guess_line(exc.path, exc.message), _explain(exc.message))
+        return
+    except ValueError as exc:  # pragma: no cover - recipient values are ours
+        report(path, 1, str(exc))
+        return
+    sources = [p for p in renderer.dependencies(name) if p.is_file()]
+    anchor = _extends_line(path)
+    try:
+        footer = renderer.render_block(name, "footer", recipient) or ""
+    except RenderError as exc:  # pragma: no cover - render() above fails first on the same mistake
+        report(exc.path, exc.line, exc.message)
+        return
+    if is_marketing:
+        _check_marketing(report, path, anchor, footer, recipient, clinic)
+    elif path.name == "confirm.html.j2":
+        _check_confirm(report, path, anchor, rendered, footer, recipient)
+    _check_html(report, path, anchor, rendered, recipient, sources, base_url=base_url, dev=dev)
+    wording.check(path, rendered, sources, place)
+    if len(rendered.subject) > SUBJECT_WARN_CHARS:
+        report(path, _front_line(path, "subject"),
+               f"the subject is {len(rendered.subject)} characters; inboxes cut it at about {SUBJECT_WARN_CHARS}",
+               "warning")
 
 
 def _email_files(templates_dir: Path) -> list[Path]:

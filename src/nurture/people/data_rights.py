@@ -54,6 +54,8 @@ def export_personal(session: Session, email: str) -> dict[str, Any] | None:
         select(Broadcast).where(Broadcast.id.in_(broadcast_ids or [-1])).order_by(Broadcast.id)
     ).all()
     key_of = {m.id: m.key for m in messages}
+    # One literal of the whole export format (long, but it reads as the document it produces, and a
+    # field added to the format is added here and nowhere else).
     return {
         "format": FORMAT,
         "subscriber": {
