@@ -93,6 +93,7 @@ def test_poison_messages_fail_alone_and_the_hundred_good_ones_go_in_the_same_pas
                                                               OutboxMessage.key.startswith("seq:")))
         ghost_row = session.scalar(select(OutboxMessage).where(OutboxMessage.key == "bcast:404"))
     assert zoe_row.state is OutboxState.failed and "SMTPUTF8" in zoe_row.last_error
+    assert zoe_row.last_error.startswith("undeliverable: the mail server does not offer SMTPUTF8")  # said once
     assert ghost_row.state is OutboxState.retry and "render error" in ghost_row.last_error
     assert ghost_row.due_at > T0  # retried with the usual backoff, once the template is back
 

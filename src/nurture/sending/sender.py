@@ -304,7 +304,8 @@ class Sender:
             return no_reply(claim, str(exc), now)
         except Undeliverable as exc:
             log.warning("outbox row %s cannot be delivered: %s", claim.id, exc)
-            return Outcome(claim, OutboxState.failed, f"undeliverable: {one_line(exc)}")
+            # one_line would say "Undeliverable: " again after the label.
+            return Outcome(claim, OutboxState.failed, f"undeliverable: {one_line(exc).removeprefix('Undeliverable: ')}")
         except Exception as exc:  # noqa: BLE001 - one message's fault is that message's outcome
             log.warning("sending outbox row %s failed: %s", claim.id, one_line(exc))
             return self._failure(claim, f"send error: {one_line(exc)}", now)
