@@ -12,12 +12,13 @@ machine.
 
 Ids a call site passes with ``extra=`` (``outbox_id``, ``subscriber_id``, ``pass_id``) become
 fields of the JSON object; the id of the sending pass in progress (:func:`in_pass`) is added to
-every line logged in its thread.
+every line the process logs meanwhile, its sending threads' included (a process runs one pass at a
+time: the scheduler never overlaps its runs, and `serve` sends confirmations from a process of
+its own).
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import re
@@ -33,7 +34,7 @@ _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]+@", re.IG
 # Every attribute a LogRecord has of itself; any other was passed with ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName", "color_message"}
 
-_current_pass: contextvars.ContextVar[str | None] = contextvars.ContextVar("nurture_pass_id", default=None)
+_current_pass: list[str] = []  # the pass in progress in this process, if any (a stack, for nesting)
 
 
 def mask(text: str) -> str:
@@ -45,12 +46,12 @@ def mask(text: str) -> str:
 
 @contextmanager
 def in_pass(pass_id: str) -> Iterator[None]:
-    """Within this block, every line logged in this thread carries ``pass_id``."""
-    token = _current_pass.set(pass_id)
+    """Within this block, every line this process logs carries ``pass_id``."""
+    _current_pass.append(pass_id)
     try:
         yield
     finally:
-        _current_pass.reset(token)
+        _current_pass.remove(pass_id)
 
 
 def _message(record: logging.LogRecord, formatter: logging.Formatter) -> str:
@@ -89,9 +90,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.processName != "MainProcess":
             line["process"] = record.processName
-        pass_id = _current_pass.get()
-        if pass_id is not None:
-            line["pass_id"] = pass_id
+        if _current_pass:
+            line["pass_id"] = _current_pass[-1]
         for name, value in vars(record).items():
             if name not in _STANDARD and not name.startswith("_"):
                 line[name] = value if isinstance(value, (int, float, bool)) or value is None else mask(str(value))

@@ -115,3 +115,29 @@ def test_pruning_folds_the_oldest_into_the_carried_row_and_keeps_every_total(sql
 def test_durations_fall_in_their_bucket():
     assert bucket_of(0.0) == 0 and bucket_of(1.0) == 0 and bucket_of(1.01) == 1
     assert bucket_of(DURATION_BUCKETS[-1] + 1) == len(DURATION_BUCKETS)
+
+
+class FakePasses:
+    def __init__(self, result: PassSummary | BaseException) -> None:
+        self.result = result
+
+    def run(self, now, *, stop):
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return self.result
+
+
+def test_each_scheduled_pass_leaves_a_record_even_when_it_stops(sqlite_runtime, caplog):
+    import threading
+
+    from nurture.scheduler import send_job
+
+    summary = PassSummary(planned=1)
+    summary.add(outcome("bcast:2", OutboxState.sent))
+    send_job(FakePasses(summary), threading.Event(), clock=Ticks(), sessions=sqlite_runtime.sessions)  # type: ignore[arg-type]
+    send_job(FakePasses(CircuitOpen("paused: too many complaints")), threading.Event(), clock=Ticks(),  # type: ignore[arg-type]
+             sessions=sqlite_runtime.sessions)
+    first, second = records(sqlite_runtime.sessions)
+    assert (first.outcome, first.counts) == ("ok", {"newsletter": {"sent": 1}})
+    assert (second.outcome, second.reason) == ("breaker", "paused: too many complaints")
+    assert [r.pass_id for r in caplog.records if r.levelname == "ERROR"] == [second.pass_id]

@@ -73,7 +73,15 @@ def _serve(*, with_scheduler: bool) -> None:
     stop = threading.Event()
     scheduler = build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False,
                                 sessions=rt.sessions) if with_scheduler else None
-    console.print(_banner(s, sending=scheduler is not None))
+    if s.log_format == "json":  # stderr is a stream of JSON objects: the banner's facts as one of them
+        import logging
+
+        logging.getLogger("nurture.serve").info(
+            "serving %s on http://%s:%s; database %s; mail to %s; /admin %s; sending %s", s.base_url, s.host, s.port,
+            safe_url(s.database_url), safe_url(s.smtp_url) if s.smtp_url else f"the folder {s.outbox_dir}/",
+            "on" if s.admin_password else "off", f"every {s.send_interval} min" if scheduler else "off")
+    else:
+        console.print(_banner(s, sending=scheduler is not None))
     if scheduler:
         scheduler.start()
     try:
