@@ -141,3 +141,19 @@ def test_each_scheduled_pass_leaves_a_record_even_when_it_stops(sqlite_runtime, 
     assert (first.outcome, first.counts) == ("ok", {"newsletter": {"sent": 1}})
     assert (second.outcome, second.reason) == ("breaker", "paused: too many complaints")
     assert [r.pass_id for r in caplog.records if r.levelname == "ERROR"] == [second.pass_id]
+
+
+@pytest.mark.postgres
+def test_pruning_on_postgresql_under_its_advisory_lock(postgres_url, tmp_path):
+    from nurture.db import make_engine, session_factory
+
+    engine = make_engine(postgres_url)
+    sessions = session_factory(engine)
+    try:
+        for i in range(4):
+            write(sessions, PassRun(f"p{i}", T0, summary=PassSummary(), outcome="ok"), finished_at=T0)
+        with transaction(sessions) as session:
+            assert prune(session, keep=1) == 3
+        assert sorted(r.pass_id for r in records(sessions)) == [CARRIED, "p3"]
+    finally:
+        engine.dispose()

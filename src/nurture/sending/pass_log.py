@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.db import transaction
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 KEEP = 2000  # records kept whole: three weeks of passes every 15 minutes
 CARRIED = "carried"
+_PRUNE_LOCK = 0x6E757274  # "nurt": this table's advisory lock key on PostgreSQL
 # Upper bounds (seconds) of the pass duration histogram's buckets (+Inf is implied).
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 
@@ -96,9 +97,12 @@ def write(sessions: sessionmaker[Session], run: PassRun, *, finished_at: datetim
 def prune(session: Session, *, keep: int) -> int:
     """Fold all but the newest ``keep`` records into the carried row; how many were folded.
 
-    The carried row is locked first (on PostgreSQL; SQLite's write transaction holds the whole
-    database), so two processes pruning at once never fold a record twice."""
-    carried = session.scalars(select(PassRecord).where(PassRecord.outcome == CARRIED).with_for_update()).first()
+    On PostgreSQL a transaction-scoped advisory lock comes first (SQLite's write transaction holds
+    the whole database already), so two processes pruning at once never fold a record twice nor
+    make two carried rows."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PRUNE_LOCK})
+    carried = session.scalars(select(PassRecord).where(PassRecord.outcome == CARRIED)).first()
     total = session.scalar(select(func.count()).select_from(PassRecord).where(PassRecord.outcome != CARRIED)) or 0
     if total <= keep:
         return 0
