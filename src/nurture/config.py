@@ -125,7 +125,11 @@ class Settings(BaseSettings):
     trusted_proxies: tuple[str, ...] = ()
     confirmations_per_day: int = Field(3, ge=1, le=20)
     admin_password: SecretStr | None = None
+    # /metrics for a Prometheus scraper that should not hold the admin password (bearer token).
+    metrics_token: SecretStr | None = None
     log_level: str = "INFO"
+    # "json": one JSON object per log line, for a log shipper; "text" for people.
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("base_url", "website_url", "consultation_url")
     @classmethod
@@ -207,10 +211,11 @@ class Settings(BaseSettings):
             raise ValueError("must be a bare address such as bounces@clinic.example, with no display name")
         return address
 
-    @field_validator("secret_key", mode="before")
+    @field_validator("secret_key", "metrics_token", mode="before")
     @classmethod
     def _blank_secret(cls, value: object) -> object:
-        # An empty NURTURE_SECRET_KEY= line means unset, never "sign with the empty key".
+        # An empty NURTURE_SECRET_KEY= line means unset, never "sign with the empty key" (nor
+        # "any empty bearer token opens /metrics").
         return None if isinstance(value, str) and not value.strip() else value
 
     @property
@@ -294,7 +299,7 @@ def _check_production_base_url(base_url: str) -> None:
                           f"unsubscribe of RFC 8058 requires HTTPS), got {redact_url(base_url)!r}")
 
 
-_SECRET_FIELDS = ("secret", "password")
+_SECRET_FIELDS = ("secret", "password", "token")
 
 
 def _describe(exc: ValidationError) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -82,7 +83,11 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
 class Subscriber(Base):
     __tablename__ = "subscribers"
     # A pass plans only people whose next step may be due: one range of this index (journey.py).
-    __table_args__ = (Index("ix_subscribers_next_due", "status", "wants_series", "next_due_at"),)
+    __table_args__ = (
+        Index("ix_subscribers_next_due", "status", "wants_series", "next_due_at"),
+        # /metrics counts confirmations on every scrape: one range of this index, not the table.
+        Index("ix_subscribers_confirmed_at", "confirmed_at"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     # Normalised address; NULL once erased. Uniqueness is on email_hash, which survives erasure
@@ -190,6 +195,26 @@ class Broadcast(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     track_opens: Mapped[bool] = mapped_column(default=False)
     recipients: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PassRecord(Base):
+    """One sending pass, written when it ended (``nurture.sending.pass_log``): what /metrics says
+    about sending, read by the web process, which does not send. ``outcome`` is ok, broken,
+    stopped, breaker or error; the row ``carried`` holds the totals of pruned records."""
+
+    __tablename__ = "pass_log"
+    __table_args__ = (Index("ix_pass_log_outcome_finished", "outcome", "finished_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    pass_id: Mapped[str] = mapped_column(String(32))  # also in the pass's log lines
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    seconds: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(512))
+    planned: Mapped[int] = mapped_column(Integer, default=0)
+    # Per stream, {"sequence": {"sent": 3, "retried": 1, ...}}; the carried row adds "durations".
+    counts: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
 TOMBSTONE_PEPPER = "tombstone_pepper"

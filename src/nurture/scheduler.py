@@ -6,48 +6,59 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.clock import utcnow
+from nurture.sending.pass_log import PassRun, recorded_pass
 from nurture.sending.pass_summary import PassStopped
 from nurture.sending_processes import SendingPass
 
 log = logging.getLogger(__name__)
 
 
-def send_job(passes: SendingPass, stop: threading.Event, clock: Callable[[], datetime] = utcnow) -> None:
-    """One scheduled pass at ``clock()``. Errors are logged, never raised: the next run tries again."""
+def send_job(passes: SendingPass, stop: threading.Event, clock: Callable[[], datetime] = utcnow,
+             sessions: sessionmaker[Session] | None = None) -> None:
+    """One scheduled pass at ``clock()``, recorded in ``sessions``'s pass log (for /metrics) when
+    given. Errors are logged, never raised: the next run tries again."""
+    record = recorded_pass(sessions, clock) if sessions is not None else nullcontext(PassRun("-", clock()))
+    run = None
     try:
-        summary = passes.run(clock(), stop=stop)
-        log.info("scheduled pass: planned %d, %s", summary.planned, summary.line())
+        with record as run:
+            run.summary = summary = passes.run(clock(), stop=stop)
+        ids = {"pass_id": run.pass_id}
+        log.info("scheduled pass: planned %d, %s", summary.planned, summary.line(), extra=ids)
         for template, reason in summary.broken.items():
-            log.error("template %s cannot be rendered; its messages wait until it is fixed: %s", template, reason)
+            log.error("template %s cannot be rendered; its messages wait until it is fixed: %s", template, reason,
+                      extra=ids)
     except PassStopped as exc:
-        log.error("pass stopped, the next run tries again: %s", exc)
+        log.error("pass stopped, the next run tries again: %s", exc, extra={"pass_id": run and run.pass_id})
     except Exception:  # noqa: BLE001 - a scheduler must survive one bad pass
-        log.exception("scheduled pass failed; the next run will try again")
+        log.exception("scheduled pass failed; the next run will try again", extra={"pass_id": run and run.pass_id})
 
 
 def build_scheduler(passes: SendingPass, interval_minutes: int, stop: threading.Event, *, blocking: bool,
-                    clock: Callable[[], datetime] = utcnow):
+                    clock: Callable[[], datetime] = utcnow, sessions: sessionmaker[Session] | None = None):
     """A scheduler with one job, running now (by ``clock``) and then every ``interval_minutes``.
 
     One instance at a time per process (max_instances=1) and missed runs coalesce into one, so a
     long pass or a suspended laptop never stacks passes up."""
     cls = BlockingScheduler if blocking else BackgroundScheduler
     scheduler = cls(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600})
-    scheduler.add_job(send_job, "interval", minutes=interval_minutes, args=[passes, stop, clock], id="send-due",
+    scheduler.add_job(send_job, "interval", minutes=interval_minutes, args=[passes, stop, clock, sessions], id="send-due",
                       next_run_time=clock())
     return scheduler
 
 
-def run_blocking(passes: SendingPass, interval_minutes: int) -> None:
-    """``nurture scheduler``: run until SIGTERM or Ctrl-C, finishing the message in flight."""
+def run_blocking(passes: SendingPass, interval_minutes: int, *, sessions: sessionmaker[Session] | None = None) -> None:
+    """``nurture scheduler``: run until SIGTERM or Ctrl-C, finishing the message in flight; each
+    pass recorded in ``sessions``'s pass log."""
     stop = threading.Event()
-    scheduler = build_scheduler(passes, interval_minutes, stop, blocking=True)
+    scheduler = build_scheduler(passes, interval_minutes, stop, blocking=True, sessions=sessions)
 
     def shutdown(signum, _frame):
         log.info("stopping (signal %d): finishing the message in flight, releasing claims", signum)

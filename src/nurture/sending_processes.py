@@ -175,7 +175,7 @@ def _child(settings: Settings, now: datetime, limit: int | None, events, go, hal
     """One child: its own runtime, sending what it can claim until nothing is due or it is halted."""
     from nurture.runtime import Runtime
 
-    become_child(parent, settings.log_level)
+    become_child(parent, settings.log_level, settings.log_format)
     name = multiprocessing.current_process().name
     runtime = Runtime(settings)
     try:
@@ -193,14 +193,17 @@ def _child(settings: Settings, now: datetime, limit: int | None, events, go, hal
         runtime.close()
 
 
-def become_child(parent: int, log_level: str) -> None:
-    """What a sending child does first: die with its parent, leave signals to it, log like it."""
+def become_child(parent: int, log_level: str, log_format: str = "text") -> None:
+    """What a sending child does first: die with its parent, leave signals to it, log like it
+    (``log_format``: NURTURE_LOG_FORMAT)."""
+    from nurture.log_format import configure
+
     _die_with(parent)
     # Ctrl-C and SIGTERM reach the whole process group: the parent decides, and stops its children
     # through their queue or event, so each finishes the message in flight and releases the rest.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    configure(log_level, log_format, with_process=True)
 
 
 def _die_with(parent: int) -> None:

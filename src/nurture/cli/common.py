@@ -89,8 +89,16 @@ def instant_line(instant: datetime, zone: str) -> str:
     local = instant.astimezone(ZoneInfo(zone))
     return f"{local:%a %d %b %Y %H:%M} {local.tzname()} ({instant:%Y-%m-%d %H:%M} UTC)"
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(level: str, log_format: str = "text", *, quiet: bool = False) -> None:
+    """Log lines to stderr at ``level`` (NURTURE_LOG_LEVEL) in ``log_format`` (NURTURE_LOG_FORMAT:
+    text, or one JSON object a line), addresses and passwords masked (:mod:`nurture.log_format`).
+    ``quiet``: a command whose own output is its summary (send-due) shows INFO lines only when
+    asked for DEBUG."""
+    from nurture.log_format import configure
+
+    if quiet and level.upper() in ("INFO", "NOTSET"):
+        level = "WARNING"
+    configure(level, log_format)
 
 def safe_url(url: str) -> str:
     """A URL without its password, for logs."""

@@ -61,17 +61,27 @@ def _serve(*, with_scheduler: bool) -> None:
 
     import uvicorn
 
+    from nurture.log_format import uvicorn_log_config
     from nurture.migrate import upgrade
     from nurture.scheduler import build_scheduler
     from nurture.web import create_app
 
     s = settings()
-    setup_logging(s.log_level)
+    setup_logging(s.log_level, s.log_format)
     upgrade(s.database_url)
     rt = runtime(s)
     stop = threading.Event()
-    scheduler = build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False) if with_scheduler else None
-    console.print(_banner(s, sending=scheduler is not None))
+    scheduler = build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False,
+                                sessions=rt.sessions) if with_scheduler else None
+    if s.log_format == "json":  # stderr is a stream of JSON objects: the banner's facts as one of them
+        import logging
+
+        logging.getLogger("nurture.serve").info(
+            "serving %s on http://%s:%s; database %s; mail to %s; /admin %s; sending %s", s.base_url, s.host, s.port,
+            safe_url(s.database_url), safe_url(s.smtp_url) if s.smtp_url else f"the folder {s.outbox_dir}/",
+            "on" if s.admin_password else "off", f"every {s.send_interval} min" if scheduler else "off")
+    else:
+        console.print(_banner(s, sending=scheduler is not None))
     if scheduler:
         scheduler.start()
     try:
@@ -79,7 +89,7 @@ def _serve(*, with_scheduler: bool) -> None:
         # own default would trust X-Forwarded-For from 127.0.0.1, so any local client could name
         # itself anyone (dodging the signup limit and the admin lockout, writing the ledger's IP).
         uvicorn.run(create_app(rt, dispatch_process=True), host=s.host, port=s.port, log_level=s.log_level.lower(), access_log=False,
-                    proxy_headers=False)
+                    proxy_headers=False, log_config=uvicorn_log_config())
     finally:
         stop.set()
         if scheduler:
@@ -110,10 +120,10 @@ def scheduler() -> None:
     from nurture.scheduler import run_blocking
 
     s = settings()
-    setup_logging(s.log_level)
+    setup_logging(s.log_level, s.log_format)
     rt = runtime(s)
     try:
-        run_blocking(rt.sending_pass(), s.send_interval)
+        run_blocking(rt.sending_pass(), s.send_interval, sessions=rt.sessions)
     finally:
         rt.close()
 
@@ -127,20 +137,25 @@ def send_due(
     """One pass: queue the sequence steps due at NOW and send everything due."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from nurture.clock import utcnow
+    from nurture.sending.pass_log import recorded_pass
     from nurture.sending.pass_summary import PassStopped
 
     s = settings()
+    setup_logging(s.log_level, s.log_format, quiet=True)
     instant = parse_now(now, zone=s.timezone)
     rt = runtime(s)
     try:
         passes = rt.sending_pass()
-        if console.is_terminal:
-            with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True) as bar:
-                task = bar.add_task("send", total=None)
-                summary = passes.run(instant, limit=limit, progress=lambda n: bar.advance(task, n))
-        else:
-            summary = passes.run(instant, limit=limit)
+        with recorded_pass(rt.sessions, utcnow) as record:
+            if console.is_terminal:
+                with Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                              console=console, transient=True) as bar:
+                    task = bar.add_task("send", total=None)
+                    record.summary = passes.run(instant, limit=limit, progress=lambda n: bar.advance(task, n))
+            else:
+                record.summary = passes.run(instant, limit=limit)
+        summary = record.summary
     except PassStopped as exc:
         raise Fail(str(exc)) from None
     finally:

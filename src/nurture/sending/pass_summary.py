@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from nurture.message_key import Kind, kind_of
 from nurture.models import OutboxState
 from nurture.sending.outbox import Outcome
+
+# What a pass counts per stream (PassSummary.streams), for the pass records behind /metrics.
+COUNTED = ("sent", "retried", "failed", "bounced", "unknown")
+# The stream of each kind of message (as :class:`nurture.sending.messages.Streams` sends them).
+STREAM_OF_KIND = {Kind.SEQUENCE_STEP: "sequence", Kind.BROADCAST: "newsletter", Kind.CONFIRMATION: "transactional"}
 
 
 class PassStopped(Exception):
@@ -40,19 +46,20 @@ class PassSummary:
     planned: int = 0
     # Templates that could not be rendered, with the reason: a content error, loud, not silent.
     broken: dict[str, str] = field(default_factory=dict)
+    # The same counts per stream: {"sequence": {"sent": 3, ...}, ...} (names in COUNTED).
+    streams: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, outcome: Outcome) -> None:
         if outcome.content_error:
             self.broken.setdefault(outcome.claim.template, outcome.reply or "")
-        if outcome.state is OutboxState.sent:
-            self.sent += 1
-        elif outcome.state is OutboxState.retry:
-            self.retried += 1
-        elif outcome.state is OutboxState.unknown:
-            self.unknown += 1
-        else:
-            self.failed += 1
-            self.bounced += outcome.bounced
+        counted = {OutboxState.sent: "sent", OutboxState.retry: "retried",
+                   OutboxState.unknown: "unknown"}.get(outcome.state, "failed")
+        setattr(self, counted, getattr(self, counted) + 1)
+        stream = self.streams.setdefault(STREAM_OF_KIND.get(kind_of(outcome.claim.key), "transactional"), {})
+        stream[counted] = stream.get(counted, 0) + 1
+        if counted == "failed" and outcome.bounced:
+            self.bounced += 1
+            stream["bounced"] = stream.get("bounced", 0) + 1
 
     @property
     def attempted(self) -> int:
@@ -62,10 +69,14 @@ class PassSummary:
     def include(self, other: PassSummary) -> None:
         """Add another process's summary of the same pass to this one."""
         for count in fields(self):
-            if count.name != "broken":
+            if count.name not in ("broken", "streams"):
                 setattr(self, count.name, getattr(self, count.name) + getattr(other, count.name))
         for template, reason in other.broken.items():
             self.broken.setdefault(template, reason)
+        for name, counts in other.streams.items():
+            stream = self.streams.setdefault(name, {})
+            for counted, n in counts.items():
+                stream[counted] = stream.get(counted, 0) + n
 
     def line(self) -> str:
         return (f"sent {self.sent}, retried {self.retried}, failed {self.failed} "

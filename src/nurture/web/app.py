@@ -43,6 +43,7 @@ from nurture.web.bodies import BadRequest
 from nurture.web.dispatch import Dispatcher, DispatcherProcess
 from nurture.web.routes_consent import consent_router
 from nurture.web.routes_health import health_router
+from nurture.web.routes_metrics import metrics_router
 from nurture.web.routes_signup import privacy_router, signup_router
 from nurture.web.routes_tracking import tracking_router
 from nurture.web.site import HERE, Site, page_templates, wants_json
@@ -108,6 +109,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
     app.include_router(privacy_router(site))
     app.include_router(tracking_router(site, _landings(runtime, sender.tracker, sender.content)))
     app.include_router(health_router())
+    app.include_router(metrics_router(runtime, clock=clock))
     mount_admin(app, runtime, clock=clock)
     return app
 

@@ -184,7 +184,7 @@ def _dispatch_in_child(settings: Settings, commands, idle, parent: int) -> None:
     from nurture.runtime import Runtime
     from nurture.sending_processes import become_child
 
-    become_child(parent, settings.log_level)  # the web process stops it through ``commands``
+    become_child(parent, settings.log_level, settings.log_format)  # the web process stops it through ``commands``
     runtime = Runtime(settings)
     sender = runtime.sender()
     sender.settings = replace(sender.settings, chunk_size=CONFIRMATION_CHUNK)
