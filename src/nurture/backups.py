@@ -253,6 +253,11 @@ def _require_sqlite_file(path: Path) -> None:
     with open(path, "rb") as file:
         if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             raise BackupError(f"{path} is not a SQLite database (a backup from `nurture db backup` is one)")
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        # Part of that database is still in its write-ahead log, which a file copy would leave behind.
+        raise BackupError(f"{path} has a write-ahead log beside it ({wal.name}): it is a live database, not a "
+                          f"backup; take one from it with `nurture db backup` and restore that")
 
 
 def _require_sound(connection: sqlite3.Connection, pragma: str, what: str) -> None:

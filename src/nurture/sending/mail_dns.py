@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 import dns.exception
+import dns.name
 import dns.resolver
 
 RSA_ENCRYPTION = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"  # OID 1.2.840.113549.1.1.1
@@ -212,11 +213,12 @@ def check_dmarc(lookup: DnsLookup, domain: str) -> Finding:
 def check_mx(lookup: DnsLookup, domain: str) -> Finding:
     """The bounce address's domain receives mail: MX records, or at least an address (A/AAAA)."""
     name = f"MX {domain}"
-    hosts = sorted((r.preference, r.exchange.to_text(omit_final_dot=True)) for r in lookup.records(domain, "MX"))
-    if hosts == [(0, "")]:
+    records = lookup.records(domain, "MX")
+    if any(r.exchange == dns.name.root for r in records):  # RFC 7505's "0 ."
         return Finding(name, Level.error, f"a null MX: {domain} receives no mail, so bounces are lost")
-    if hosts:
-        return Finding(name, Level.ok, "mail for bounces goes to " + ", ".join(h for _, h in hosts))
+    if records:
+        hosts = [r.exchange.to_text(omit_final_dot=True) for r in sorted(records, key=lambda r: r.preference)]
+        return Finding(name, Level.ok, "mail for bounces goes to " + ", ".join(hosts))
     if lookup.records(domain, "A") or lookup.records(domain, "AAAA"):
         return Finding(name, Level.warning, f"no MX record; mail falls back to {domain}'s own address: add an MX")
     return Finding(name, Level.error, f"no MX or address record: bounces to {domain} cannot be delivered "
