@@ -119,7 +119,7 @@ def check_spf(lookup: DnsLookup, domain: str) -> Finding:
     if final not in ("-all", "~all") and not any(t.lower().startswith("redirect=") for t in terms):
         return Finding(name, Level.warning, f"{record!r} does not end in -all or ~all: mail from elsewhere "
                                             "is not marked as forged")
-    return Finding(name, Level.ok, f"{record!r} ({lookups} DNS lookups)")
+    return Finding(name, Level.ok, f"{record!r} ({lookups} DNS lookup{'' if lookups == 1 else 's'})")
 
 
 def _count_lookups(lookup: DnsLookup, record: str, seen: set[str], depth: int = 0) -> int:
