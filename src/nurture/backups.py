@@ -21,6 +21,7 @@ import shlex
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def backup_sqlite(database: Path, target: Path, *, force: bool = False, pages: i
         raise BackupError(f"no database at {database}: nothing to back up (is NURTURE_DATABASE_URL right?)")
     if target.is_dir():
         raise BackupError(f"{target} is a folder: give the backup's file name, such as {target / 'nurture.db'}")
+    if _same_file(database, target):
+        raise BackupError(f"{target} is the database itself: give the backup another name")
     if target.exists() and not force:
         raise BackupError(f"{target} exists: choose another name, or add --force to replace it")
     if not target.parent.is_dir():
@@ -104,9 +107,8 @@ def backup_sqlite(database: Path, target: Path, *, force: bool = False, pages: i
     started = clock()
     partial = _temporary_beside(target)
     try:
-        source = sqlite3.connect(database, isolation_level=None, timeout=10)
-        copy = sqlite3.connect(partial, isolation_level=None)
-        try:
+        with closing(sqlite3.connect(database, isolation_level=None, timeout=10)) as source, \
+                closing(sqlite3.connect(partial, isolation_level=None)) as copy:
             # One read transaction for the whole copy: every step reads the same snapshot, so the
             # backup never restarts because the app wrote meanwhile (as it would, step by step).
             source.execute("BEGIN")
@@ -115,12 +117,9 @@ def backup_sqlite(database: Path, target: Path, *, force: bool = False, pages: i
             source.execute("COMMIT")
             copy.execute("PRAGMA journal_mode=DELETE")
             _require_sound(copy, "quick_check", f"the copy of {database}")
-        finally:
-            source.close()
-            copy.close()
         _fsync(partial)
         _move_into_place(partial, target, replace=force)
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, OSError) as exc:
         raise BackupError(f"could not back up {database}: {exc}") from None
     finally:
         partial.unlink(missing_ok=True)
@@ -136,11 +135,18 @@ def restore_sqlite(source: Path, database: Path, *, force: bool = False,
     or raises BackupError for a schema this code does not know (a newer one); by default
     :func:`known_revision`. A database in use (see :func:`in_use`) is refused unless ``force``."""
     _require_sqlite_file(source)
+    if _same_file(source, database):
+        raise BackupError(f"{source} is the database itself: give the backup to restore")
+    if not database.parent.is_dir():
+        raise BackupError(f"no folder {database.parent} for the database (NURTURE_DATABASE_URL)")
     partial = _temporary_beside(database)
     try:
-        with open(source, "rb") as src, open(partial, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
+        try:
+            with open(source, "rb") as src, open(partial, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+        except OSError as exc:
+            raise BackupError(f"could not copy {source} beside the database: {exc}") from None
         revision, head = _inspect(partial, source, check_revision or known_revision)
         _fsync(partial)
         forced = _swap(partial, database, force=force)
@@ -227,8 +233,7 @@ def _inspect(copy: Path, source: Path, check_revision: Callable[[str], str]) -> 
     """The schema revision of the copied backup (and this code's head), after checking it is sound
     and ours. The copy is made a single file (journal mode DELETE); the app turns WAL on again."""
     try:
-        connection = sqlite3.connect(copy, isolation_level=None)
-        try:
+        with closing(sqlite3.connect(copy, isolation_level=None)) as connection:
             _require_sound(connection, "integrity_check", str(source))
             connection.execute("PRAGMA journal_mode=DELETE")
             tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -236,8 +241,6 @@ def _inspect(copy: Path, source: Path, check_revision: Callable[[str], str]) -> 
                 raise BackupError(f"{source} is a SQLite database but not one of nurture's (no alembic_version "
                                   "or subscribers table)")
             row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-        finally:
-            connection.close()
     except sqlite3.DatabaseError as exc:
         raise BackupError(f"{source} cannot be read as a SQLite database: {exc}") from None
     if row is None:
@@ -264,6 +267,10 @@ def _require_sound(connection: sqlite3.Connection, pragma: str, what: str) -> No
     problems = [row[0] for row in connection.execute(f"PRAGMA {pragma}")]
     if problems != ["ok"]:
         raise BackupError(f"{what} is damaged ({pragma}: {'; '.join(problems[:3])})")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and os.path.samefile(a, b)
 
 
 def _temporary_beside(target: Path) -> Path:

@@ -81,6 +81,13 @@ def test_backup_is_a_sound_single_file_copy_and_refuses_to_overwrite(database, t
         backup_sqlite(tmp_path / "none.db", tmp_path / "x.db")
     with pytest.raises(BackupError, match="no folder"):
         backup_sqlite(database, tmp_path / "missing" / "x.db")
+    with pytest.raises(BackupError, match="is the database itself"):
+        backup_sqlite(database, tmp_path / "." / "live.db", force=True)
+    with pytest.raises(BackupError, match="is the database itself"):
+        restore_sqlite(database, tmp_path / "live.db")
+    with pytest.raises(BackupError, match="no folder"):
+        restore_sqlite(target, tmp_path / "missing" / "live.db")
+    assert notes(database) == 2000
 
 
 def test_a_failed_backup_leaves_no_file_under_the_target_name(database, tmp_path, monkeypatch):
