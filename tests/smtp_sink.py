@@ -76,12 +76,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class _Authenticator:
+    def __init__(self, user: str, password: str) -> None:
+        self.user, self.password = user.encode(), password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (self.user, self.password)
+        return AuthResult(success=ok, handled=False)  # not handled: aiosmtpd answers 535 itself
+
+
 class SmtpServer:
-    def __init__(self, port: int | None = None, *, smtputf8: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, smtputf8: bool = False,
+                 credentials: tuple[str, str] | None = None) -> None:
         self.handler = ScriptedHandler()
         self.port = port or free_port()
+        # AUTH (PLAIN, LOGIN) is offered only when ``credentials`` are given, and then over plain
+        # text too, as a test has no certificate.
+        auth = {} if credentials is None else {"authenticator": _Authenticator(*credentials),
+                                               "auth_require_tls": False}
         # Off by default, as on many relays: a UTF-8 local part then has no way through.
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8,
+                                     **auth)
 
     @property
     def url(self) -> str:
