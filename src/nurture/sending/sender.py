@@ -144,6 +144,7 @@ class Sender:
                 abort.set()
                 wait(pending)
                 self._release(leases)
+                self.pacer.release()  # what is left of a shared sending budget's grant
         return summary
 
     def prepare(self, now: datetime, key_prefix: str | None = None) -> int:
