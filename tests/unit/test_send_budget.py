@@ -157,3 +157,27 @@ def test_no_limit_means_no_budget_at_all(tmp_path):
     runtime = Runtime(settings)
     assert type(runtime.pacer) is Pacer
     assert "engine" not in runtime.__dict__  # not even an engine for it
+
+
+def test_a_sender_waiting_for_the_budget_keeps_its_leases_alive():
+    clock, _, (other, waiting) = pacers(2)
+    other.wait()  # takes the whole bucket: empty for a quarter second
+    calls = []
+    waiting.wait(keep_alive=lambda: calls.append(clock.now))
+    assert calls  # looked at its leases while it waited
+
+
+def test_leases_keep_renews_only_once_half_is_used():
+    from datetime import datetime, timedelta, timezone
+
+    from nurture.sending.leases import Leases
+
+    now = [datetime(2026, 12, 1, tzinfo=timezone.utc)]
+    renewed = []
+    leases = Leases(timedelta(seconds=10), lambda: now[0], lambda until: renewed.append(until) or {1})
+    leases.claimed([1], now[0] + timedelta(seconds=10))
+    leases.keep()
+    assert renewed == []
+    now[0] += timedelta(seconds=6)
+    leases.keep()
+    assert renewed == [now[0] + timedelta(seconds=10)]

@@ -15,6 +15,8 @@ from nurture.sending.send_budget import SendBudget, buckets_for, grant_size, sus
 
 log = logging.getLogger(__name__)
 
+KEEP_ALIVE_EVERY = 0.25  # seconds: how often a sender waiting for the budget looks at its leases
+
 
 class WindowLimiter:
     """At most ``limit`` hits per ``period`` seconds for each key (an IP address).
@@ -70,8 +72,9 @@ class Pacer:
         rates = [r for r in (1.0 / self.interval if self.interval else 0.0, hourly) if r]
         return min(rates) if rates else 0.0
 
-    def wait(self) -> None:
-        """Block until one more message may go."""
+    def wait(self, keep_alive: Callable[[], None] = lambda: None) -> None:
+        """Block until one more message may go. (This process's waits are short; ``keep_alive``
+        is for :class:`SharedPacer`'s, which depend on other processes.)"""
         if not self.interval and not self.hourly:
             return
         while self.hourly and (delay := self.hourly.hit("all")):
@@ -118,10 +121,15 @@ class SharedPacer(Pacer):
         """The sustained rate all senders together are allowed."""
         return self._rate
 
-    def wait(self) -> None:
-        """Block until one more message may go, here and across every sender on the database."""
+    def wait(self, keep_alive: Callable[[], None] = lambda: None) -> None:
+        """Block until one more message may go, here and across every sender on the database;
+        ``keep_alive`` (renewing the caller's leases when due) is called while it waits."""
         super().wait()
-        with self._grant_lock:  # the process's other sending threads wait for the same grant
+        # The process's other sending threads wait for the same grant, and keep their leases
+        # alive meanwhile: other processes may hold the budget for longer than half a lease.
+        while not self._grant_lock.acquire(timeout=KEEP_ALIVE_EVERY):
+            keep_alive()
+        try:
             while True:
                 now = self._wall()
                 if self._left and now < self._expires:
@@ -133,7 +141,10 @@ class SharedPacer(Pacer):
                 if granted:
                     self._left, self._expires = granted - 1, now + self.grant_ttl
                     return
-                self._sleep(retry)
+                keep_alive()
+                self._sleep(min(retry, KEEP_ALIVE_EVERY))
+        finally:
+            self._grant_lock.release()
 
     def release(self) -> None:
         """Give back the rest of the grant, so other senders need not wait for it."""

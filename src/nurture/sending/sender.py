@@ -238,7 +238,7 @@ class Sender:
                     continue
                 if halted():
                     break  # a stop was asked for: the rest is released, not sent
-                self.pacer.wait()
+                self.pacer.wait(keep_alive=leases.keep)
                 if not leases.still_ours(claim.id):
                     continue
                 try:
