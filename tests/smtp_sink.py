@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     mail_options: list[str] = field(default_factory=list)
+    at: float = field(default_factory=time.monotonic)  # when the server took it (rate measurements)
 
 
 @dataclass

@@ -229,3 +229,28 @@ class AppSecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
+
+
+class SendBudgetBucket(Base):
+    """One token bucket of the sending budget every sender on this database draws from
+    (``second`` for NURTURE_RATE_PER_SECOND, ``hour`` for NURTURE_RATE_PER_HOUR): the tokens
+    left at ``refreshed_at``, in seconds since the epoch by the real clock. Rules: sending/send_budget.py."""
+
+    __tablename__ = "send_budget"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    refreshed_at: Mapped[float] = mapped_column(Float)
+
+
+class RateWindow(Base):
+    """Hits counted per key (a client address) in a window opened by the first hit, shared by
+    every web process: the signup limit and the /admin lockout (``scope``). Seconds since the
+    epoch by the real clock; rows whose window has passed are swept. Rules: web/rate_windows.py."""
+
+    __tablename__ = "rate_windows"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer)

@@ -19,7 +19,8 @@ from nurture.models import Status
 from nurture.people.subscribers import mark_status
 from nurture.sending.mail_settings import MailSettings
 from nurture.sending.messages import Dkim, make_streams, sender_domain
-from nurture.sending.ratelimit import Pacer
+from nurture.sending.ratelimit import Pacer, SharedPacer
+from nurture.sending.send_budget import SqlBudget
 from nurture.sending.send_store import SqlSendStore
 from nurture.sending.sender import Sender
 from nurture.sending.tracked_links import Tracker
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 class Runtime:
     settings: Settings
     transport_override: Transport | None = None
+    # The limits the shared sending budget holds (per second, per hour); None: the settings'.
+    # A child of a spread pass paces at its share of the settings, against the whole budget.
+    budget_rates: tuple[float, int] | None = None
 
     @cached_property
     def engine(self) -> Engine:
@@ -94,8 +98,14 @@ class Runtime:
     @cached_property
     def pacer(self) -> Pacer:
         # One per process: `nurture run` has two senders (web confirmations and the scheduler),
-        # and the rate limit is for the process, not for each of them.
-        return Pacer(self.settings.rate_per_second, self.settings.rate_per_hour)
+        # which share its grant of the budget. The limits are the relay's, so they hold for every
+        # process on the database; with none configured the database is never asked.
+        s = self.settings
+        per_second, per_hour = self.budget_rates or (s.rate_per_second, s.rate_per_hour)
+        if not per_second and not per_hour:
+            return Pacer()
+        return SharedPacer(SqlBudget(self.sessions), per_second, per_hour, local_per_second=s.rate_per_second,
+                           patience=s.db_patience_seconds)
 
     def sender(self) -> Sender:
         """A new Sender (its own worker id, so one sender's release never touches another's

@@ -4,7 +4,8 @@ One interpreter sends at most about a thousand messages a second, whatever the w
 building, recording and every SMTP reply need its one lock (the GIL), and each connection's
 next command waits for it while another thread builds. So a pass with much to send starts
 ``NURTURE_SEND_PROCESSES`` children, each with its own interpreter, database connection, share
-of the SMTP connections and share of the rate limit, all claiming from the same outbox. The
+of the SMTP connections, pacing at its share of the rate limit, all claiming from the same outbox
+and drawing from the same sending budget (:mod:`nurture.sending.send_budget`). The
 claims and owned leases (:mod:`nurture.outbox`, :mod:`nurture.leases`) already make several
 senders safe, on SQLite and on PostgreSQL.
 
@@ -80,7 +81,8 @@ class SendingPass:
 
 def shares(settings: Settings, processes: int, limit: int | None) -> list[tuple[Settings, int | None]]:
     """Each child's settings and limit: the connections, the rate limits and ``limit`` divided in
-    proportion, so the children together keep to what the relay allows one sender."""
+    proportion, so the children together keep to what the relay allows one sender. (Each paces
+    at its share of the rates; the budget they all draw from in the database holds the total.)"""
     pool = settings.smtp_pool_size
     processes = max(1, min(processes, pool))
     connections = [pool // processes + (i < pool % processes) for i in range(processes)]
@@ -101,13 +103,14 @@ class _Children:
 
     def __init__(self, settings: Settings, now: datetime, limit: int | None) -> None:
         self.lease = settings.lease_seconds
+        budget = (settings.rate_per_second, settings.rate_per_hour)  # the whole budget, shared in the database
         context = multiprocessing.get_context("spawn")
         self.events = context.Queue()
         self.go = context.Event()
         self.halt = context.Event()
         self.processes = [
-            context.Process(target=_child, args=(share, now, share_limit, self.events, self.go, self.halt, os.getpid()),
-                            name=f"nurture-send-{i}", daemon=True)
+            context.Process(target=_child, name=f"nurture-send-{i}", daemon=True,
+                            args=(share, now, share_limit, self.events, self.go, self.halt, os.getpid(), budget))
             for i, (share, share_limit) in enumerate(shares(settings, settings.send_processes, limit))
         ]
         for process in self.processes:
@@ -171,13 +174,14 @@ class _Children:
             process.join(timeout=self.lease)
 
 
-def _child(settings: Settings, now: datetime, limit: int | None, events, go, halt, parent: int) -> None:
+def _child(settings: Settings, now: datetime, limit: int | None, events, go, halt, parent: int,
+           budget: tuple[float, int]) -> None:
     """One child: its own runtime, sending what it can claim until nothing is due or it is halted."""
     from nurture.runtime import Runtime
 
     become_child(parent, settings.log_level, settings.log_format)
     name = multiprocessing.current_process().name
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, budget_rates=budget)
     try:
         go.wait()  # the parent plans meanwhile
         if halt.is_set():

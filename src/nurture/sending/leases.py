@@ -77,6 +77,13 @@ class Leases:
             self._handed -= lost
         self._until = until
 
+    def keep(self) -> None:
+        """Renew the leases if half is used: called while the sender waits (for the shared rate
+        limit), so the rows handed over and not yet recorded stay ours however long it waits."""
+        with self._lock:
+            if self._in_hand and (self._until is None or self._until - self._clock() <= self.length / 2):
+                self._renew_all(self._clock())
+
     def not_handed(self, row_id: int) -> None:
         """The transport refused this row before any of it went out (server unreachable)."""
         with self._lock:

@@ -144,6 +144,7 @@ class Sender:
                 abort.set()
                 wait(pending)
                 self._release(leases)
+                self.pacer.release()  # what is left of a shared sending budget's grant
         return summary
 
     def prepare(self, now: datetime, key_prefix: str | None = None) -> int:
@@ -237,7 +238,7 @@ class Sender:
                     continue
                 if halted():
                     break  # a stop was asked for: the rest is released, not sent
-                self.pacer.wait()
+                self.pacer.wait(keep_alive=leases.keep)
                 if not leases.still_ours(claim.id):
                     continue
                 try:

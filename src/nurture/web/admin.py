@@ -71,7 +71,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
     pages.filters.update(when=lambda t: when(t, zone), day=day, pct=pct, num=num,
                          reason=lambda text: reports.shown_reason(text, settings.templates_dir))
     pages.globals.update(clinic_name=settings.clinic_name, clinic_zone=settings.timezone)
-    failures = Failures(_FAILURES_PER_MINUTE, 60.0)
+    failures = Failures(runtime.sessions, _FAILURES_PER_MINUTE, 60.0)  # shared by every web process
     router = APIRouter(include_in_schema=False)
 
     def page(name: str, status: int = 200, headers: dict | None = None, **context) -> HTMLResponse:
@@ -104,7 +104,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
         phones. Basic auth alone would let another site post here with the browser's stored
         credentials, so the form carries a signed, hour-long token naming the action and the
         address, and a request from another origin is refused."""
-        refused = refuse(request)
+        refused = await run_in_threadpool(refuse, request)  # the throttle reads the database
         if refused is not None:
             return refused
         origin = request.headers.get("origin")

@@ -4,37 +4,30 @@ from __future__ import annotations
 
 import base64
 import binascii
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from nurture.web.rate_windows import RateWindows
 
 
 class Failures:
-    """Wrong passwords per client address: after ``limit`` within ``period`` seconds, that client
-    waits, whatever it sends (a right password included), until the oldest failure ages out."""
+    """Wrong passwords per client address, counted for every web process on the database: after
+    ``limit`` within ``period`` seconds of the first, that client waits, whatever it sends (a right
+    password included), until that window ends."""
 
-    def __init__(self, limit: int, period: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.period, self._clock = limit, period, clock
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, sessions: sessionmaker[Session], limit: int, period: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._windows = RateWindows(sessions, "admin-login", limit, period, clock)
 
     def wait(self, client: str) -> float:
-        now = self._clock()
-        with self._lock:
-            seen = self._seen.get(client)
-            while seen and now - seen[0] >= self.period:
-                seen.popleft()
-            if not seen:
-                self._seen.pop(client, None)
-                return 0.0
-            return self.period - (now - seen[0]) if len(seen) >= self.limit else 0.0
+        """Seconds ``client`` must wait before its credentials are even looked at (0: none)."""
+        return self._windows.wait(client)
 
     def add(self, client: str) -> None:
-        with self._lock:
-            if len(self._seen) > 10_000:  # bounded memory under a spray of addresses
-                self._seen.clear()
-            self._seen.setdefault(client, deque()).append(self._clock())
+        """One more wrong password from ``client``."""
+        self._windows.add(client)
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:

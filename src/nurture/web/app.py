@@ -36,9 +36,9 @@ from nurture.feedback.tracking import Landings
 from nurture.group_commit import GroupCommit
 from nurture.people import subscribers
 from nurture.runtime import Runtime
-from nurture.sending.ratelimit import WindowLimiter
 from nurture.sending.tracked_links import Tracker
 from nurture.web.admin import mount_admin
+from nurture.web.rate_windows import RateWindows
 from nurture.web.bodies import BadRequest
 from nurture.web.dispatch import Dispatcher, DispatcherProcess
 from nurture.web.routes_consent import consent_router
@@ -73,8 +73,8 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
 
     signup_writer = GroupCommit(runtime.sessions, write_signups, after_commit=signups_committed,
                                 name="nurture-signups")
-    site = Site(runtime, clock, page_templates(settings), WindowLimiter(*settings.subscribe_limit),
-                signup_writer, dispatcher)
+    signups_per_client = RateWindows(runtime.sessions, "signup", *settings.subscribe_limit)  # for all web processes
+    site = Site(runtime, clock, page_templates(settings), signups_per_client, signup_writer, dispatcher)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

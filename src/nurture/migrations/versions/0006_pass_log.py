@@ -1,7 +1,7 @@
 """pass records, for /metrics
 
-Revision ID: 0006_pass_log
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02 01:30:00.000000
 
 ``pass_log``: one row per sending pass, written when it ends by the process that sent it (the
@@ -13,8 +13,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0006_pass_log'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
