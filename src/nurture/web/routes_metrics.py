@@ -31,7 +31,7 @@ def metrics_router(runtime: Runtime, *, clock: Callable[[], datetime]) -> APIRou
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
     password = settings.admin_password.get_secret_value() if settings.admin_password else ""
     own_registry = registry(runtime.sessions, clock)
-    failures = Failures(_FAILURES_PER_MINUTE, 60.0)
+    failures = Failures(runtime.sessions, _FAILURES_PER_MINUTE, 60.0)  # the admin login's own throttle, shared by every web process
     router = APIRouter(include_in_schema=False)
     challenges = ", ".join((['Bearer realm="nurture metrics"'] if token else [])
                            + (['Basic realm="nurture admin", charset="UTF-8"'] if password else []))
