@@ -46,55 +46,83 @@ def db_upgrade() -> None:
     else:
         console.print(f"database is up to date: {where} (schema {head})", highlight=False)
 
-@app.command()
-def serve() -> None:
-    """Serve the web endpoint (signup, confirm, unsubscribe) at NURTURE_HOST:NURTURE_PORT."""
-    _serve(with_scheduler=False)
+HostOption = Annotated[Optional[str], typer.Option(
+    "--host", metavar="ADDRESS", show_default=False,
+    help="Listen on this address (default NURTURE_HOST, 127.0.0.1: this machine only; 0.0.0.0 is every interface).")]
+PortOption = Annotated[Optional[str], typer.Option(
+    "--port", metavar="PORT", show_default=False, help="Listen on this port (default NURTURE_PORT, 8000).")]
+
 
 @app.command()
-def run() -> None:
+def serve(host: HostOption = None, port: PortOption = None) -> None:
+    """Serve the web endpoint (signup, confirm, unsubscribe) at --host:--port (NURTURE_HOST:NURTURE_PORT)."""
+    _serve(host, port, with_scheduler=False)
+
+@app.command()
+def run(host: HostOption = None, port: PortOption = None) -> None:
     """The main job: migrate, then the web endpoint and the scheduler in one process."""
-    _serve(with_scheduler=True)
+    _serve(host, port, with_scheduler=True)
 
-def _serve(*, with_scheduler: bool) -> None:
+def _serve(host: str | None, port: str | None, *, with_scheduler: bool) -> None:
     import threading
 
     import uvicorn
 
+    from nurture.cli.listen import bind, host_option, port_option
     from nurture.migrate import upgrade
     from nurture.scheduler import build_scheduler
     from nurture.web import create_app
 
     s = settings()
-    setup_logging(s.log_level)
-    upgrade(s.database_url)
-    rt = runtime(s)
+    host, port = host_option(host, s.host), port_option(port, s.port)
+    sockets = bind(host, port)  # first: a port in use is one line before anything has started
+    try:
+        setup_logging(s.log_level)
+        upgrade(s.database_url)
+        rt = runtime(s)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     stop = threading.Event()
     scheduler = build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False) if with_scheduler else None
-    console.print(_banner(s, sending=scheduler is not None))
+    console.print(_banner(s, host, port, sending=scheduler is not None))
     if scheduler:
         scheduler.start()
     try:
         # proxy_headers=False: the app applies NURTURE_TRUSTED_PROXIES itself (create_app); uvicorn's
         # own default would trust X-Forwarded-For from 127.0.0.1, so any local client could name
         # itself anyone (dodging the signup limit and the admin lockout, writing the ledger's IP).
-        uvicorn.run(create_app(rt, dispatch_process=True), host=s.host, port=s.port, log_level=s.log_level.lower(), access_log=False,
-                    proxy_headers=False)
+        config = uvicorn.Config(create_app(rt, dispatch_process=True), host=host, port=port,
+                                log_level=s.log_level.lower(), access_log=False, proxy_headers=False)
+        uvicorn.Server(config).run(sockets=sockets)
     finally:
+        for sock in sockets:
+            sock.close()
         stop.set()
         if scheduler:
             scheduler.shutdown(wait=True)
         rt.close()
 
-def _banner(s, *, sending: bool):
+def _banner(s, host: str, port: int, *, sending: bool):
     """What a person starting the server needs, boxed so it stands out from the log lines after it."""
+    from rich.markup import escape
     from rich.panel import Panel
+
+    from nurture.cli.listen import base_url_note, url_for
 
     where = (f"the folder {s.outbox_dir}/, nothing leaves this machine\n          (`nurture outbox last` shows the newest)"
              if not s.smtp_url else "the SMTP server " + safe_url(s.smtp_url))
-    listen = f"http://{s.host}:{s.port}"
+    listen = url_for(host, port)
+    wrong_port = base_url_note(s.base_url, host, port)
+    if wrong_port:  # open what answers; the links in emails would not
+        note = escape(wrong_port).replace("\n", "\n          ")
+        opening = [f"[bold]Open[/]      {listen}", f"[bold yellow]Links[/]     [yellow]{note}[/]"]
+    else:
+        opening = [f"[bold]Open[/]      {s.base_url}" + (f"  (listening on {listen})"
+                                                        if listen != s.base_url.rstrip("/") else "")]
     lines = [
-        f"[bold]Open[/]      {s.base_url}" + (f"  (listening on {listen})" if listen != s.base_url.rstrip("/") else ""),
+        *opening,
         f"[bold]Database[/]  {safe_url(s.database_url)}",
         f"[bold]Mail to[/]   {where}",
         f"[bold]Admin[/]     " + (f"{s.base_url.rstrip('/')}/admin (user admin)" if s.admin_password
