@@ -64,9 +64,8 @@ def run(host: HostOption = None, port: PortOption = None) -> None:
     _serve(host, port, with_scheduler=True)
 
 def _serve(host: str | None, port: str | None, *, with_scheduler: bool) -> None:
+    import signal
     import threading
-
-    import uvicorn
 
     from nurture.cli.listen import bind, host_option, port_option
     from nurture.migrate import upgrade
@@ -84,18 +83,18 @@ def _serve(host: str | None, port: str | None, *, with_scheduler: bool) -> None:
         for sock in sockets:
             sock.close()
         raise
+    # uvicorn raises the SIGTERM it caught again once it has shut down; under the default handler
+    # that would end the process there, before the scheduler below finishes the message in flight
+    # (systemd's stop): a handler that does nothing lets the `finally` run and the exit be 0.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     stop = threading.Event()
     scheduler = build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False) if with_scheduler else None
     console.print(_banner(s, host, port, sending=scheduler is not None))
     if scheduler:
         scheduler.start()
     try:
-        # proxy_headers=False: the app applies NURTURE_TRUSTED_PROXIES itself (create_app); uvicorn's
-        # own default would trust X-Forwarded-For from 127.0.0.1, so any local client could name
-        # itself anyone (dodging the signup limit and the admin lockout, writing the ledger's IP).
-        config = uvicorn.Config(create_app(rt, dispatch_process=True), host=host, port=port,
-                                log_level=s.log_level.lower(), access_log=False, proxy_headers=False)
-        uvicorn.Server(config).run(sockets=sockets)
+        _run_server(create_app(rt, dispatch_process=True), sockets, host, port, s.log_level.lower(),
+                    stop if scheduler else None)
     finally:
         for sock in sockets:
             sock.close()
@@ -103,6 +102,28 @@ def _serve(host: str | None, port: str | None, *, with_scheduler: bool) -> None:
         if scheduler:
             scheduler.shutdown(wait=True)
         rt.close()
+
+def _run_server(app, sockets, host: str, port: int, log_level: str, stop_sending) -> None:
+    """uvicorn on the bound sockets until SIGTERM or Ctrl-C. For ``nurture run`` that signal also
+    sets ``stop_sending`` at once, so the scheduler's pass stops handing out mail (it finishes the
+    message in flight) while the web side shuts down, as ``nurture scheduler`` does."""
+    import logging
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if stop_sending is not None and not stop_sending.is_set():
+                logging.getLogger("nurture.scheduler").info(
+                    "stopping (signal %d): finishing the message in flight, releasing claims", sig)
+                stop_sending.set()
+            super().handle_exit(sig, frame)
+
+    # proxy_headers=False: the app applies NURTURE_TRUSTED_PROXIES itself (create_app); uvicorn's
+    # own default would trust X-Forwarded-For from 127.0.0.1, so any local client could name
+    # itself anyone (dodging the signup limit and the admin lockout, writing the ledger's IP).
+    Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          proxy_headers=False)).run(sockets=sockets)
 
 def _banner(s, host: str, port: int, *, sending: bool):
     """What a person starting the server needs, boxed so it stands out from the log lines after it."""
