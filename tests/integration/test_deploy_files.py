@@ -233,3 +233,80 @@ def test_every_setting_in_the_example_env_file_is_one_nurture_reads():
     known = {"NURTURE_" + name.upper() for name in Settings.model_fields} | {"NURTURE_FROM"}
     named = set(re.findall(r"^(?:# )?(NURTURE_[A-Z0-9_]+)=", (DEPLOY / "nurture.env").read_text(), re.MULTILINE))
     assert named - known == set()
+
+
+# ------------------------------------------------------------------- Caddy in front of nurture serve
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(url: str, process: subprocess.Popen, log: Path):
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            return httpx.get(url, timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    pytest.fail(f"{url} did not answer within 30 s:\n{log.read_text()}")
+
+
+def test_through_the_caddyfile_a_client_cannot_name_itself_with_x_forwarded_for(tmp_path):
+    """The shipped Caddyfile, served over plain HTTP on a free port (no certificate here), in front
+    of `nurture serve` with the example's NURTURE_TRUSTED_PROXIES: a made-up X-Forwarded-For does
+    not reach the consent ledger or escape the signup limit, and /studio is answered by Caddy."""
+    import sqlite3
+    import sys
+
+    import httpx
+
+    from conftest import SECRET, TEMPLATES
+
+    tool = _tool("caddy")
+    app_port, proxy_port = _free_port(), _free_port()
+    caddyfile = (DEPLOY / "Caddyfile").read_text()
+    caddyfile = caddyfile.replace("{\n", "{\n\tadmin off\n", 1)  # no admin API on :2019 beside other tests
+    caddyfile = caddyfile.replace("signup.clinic.example {", f"http://127.0.0.1:{proxy_port} {{")
+    caddyfile = caddyfile.replace("reverse_proxy 127.0.0.1:8000", f"reverse_proxy 127.0.0.1:{app_port}")
+    (tmp_path / "Caddyfile").write_text(caddyfile)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    database = tmp_path / "subscribers.db"
+    env |= {"NURTURE_DATABASE_URL": f"sqlite:///{database}", "NURTURE_SECRET_KEY": SECRET,
+            "NURTURE_TEMPLATES_DIR": str(TEMPLATES), "NURTURE_OUTBOX_DIR": str(tmp_path / "outbox"),
+            "NURTURE_LOG_LEVEL": "WARNING", "NURTURE_SUBSCRIBE_RATE": "2/minute",
+            "NURTURE_TRUSTED_PROXIES": _example_env()["NURTURE_TRUSTED_PROXIES"],
+            "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "conf")}
+    logs = tmp_path / "app.log", tmp_path / "caddy.log"
+    with logs[0].open("wb") as app_log, logs[1].open("wb") as caddy_log:
+        app = subprocess.Popen([sys.executable, "-m", "nurture", "serve", "--host", "127.0.0.1", "--port", str(app_port)],
+                               cwd=tmp_path, env=env, stdout=app_log, stderr=subprocess.STDOUT)
+        caddy = subprocess.Popen([tool, "run", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
+                                 cwd=tmp_path, env=env, stdout=caddy_log, stderr=subprocess.STDOUT)
+    try:
+        _wait(f"http://127.0.0.1:{app_port}/healthz", app, logs[0])
+        base = f"http://127.0.0.1:{proxy_port}"
+        page = _wait(f"{base}/", caddy, logs[1])
+        assert page.status_code == 200 and "<form" in page.text
+        assert page.headers["strict-transport-security"] == "max-age=31536000"
+        assert httpx.get(f"{base}/studio", timeout=10).status_code == 404
+        codes = [httpx.post(f"{base}/subscribe", json={"email": f"spoof{i}@example.com", "consent": True},
+                            headers={"x-forwarded-for": f"198.51.100.{i}"}, timeout=30).status_code
+                 for i in range(1, 4)]
+    finally:
+        for process in (caddy, app):
+            process.terminate()
+            process.wait(timeout=30)
+    assert codes == [202, 202, 429]  # a new made-up address per request does not escape the limit
+    with sqlite3.connect(database) as connection:
+        ips = [ip for (ip,) in connection.execute("SELECT ip FROM consent_events ORDER BY id")]
+    assert ips == ["127.0.0.1", "127.0.0.1"]  # what Caddy saw, not what the client claimed
