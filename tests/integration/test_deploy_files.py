@@ -26,7 +26,7 @@ from nurture.config import ConfigError, Settings, load_settings
 DEPLOY = ROOT / "deploy"
 UNITS = ("nurture-web.service", "nurture-scheduler@.service", "nurture.service")
 EXEC = "/opt/nurture/.venv/bin/nurture"
-# systemd-analyze security: 0 is locked down, 10 wide open; nurture's units score 1.4 ("OK").
+# systemd-analyze security: 0 is locked down, 10 wide open; nurture's units score 1.3 ("OK").
 MOST_EXPOSURE = 2.0
 
 
