@@ -109,16 +109,29 @@ def _did_you_mean(templates_dir, key: str) -> str:
 
 @app.command()
 def studio(
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 8001,
+    host: Annotated[Optional[str], typer.Option(
+        "--host", metavar="ADDRESS", show_default=False,
+        help="127.0.0.1 (the default), localhost or ::1: the studio has no login, so never another address.")] = None,
+    port: Annotated[Optional[str], typer.Option("--port", metavar="PORT", show_default=False,
+                                                help="Listen on this port (default 8001).")] = None,
 ) -> None:
     """A local page for marketing: every email in order, rendered at desktop and phone widths,
     its text and source, validation messages, a journey view; reloads when a file is saved."""
+    from nurture.cli.listen import bind, host_option, port_option, require_loopback, url_for
     from nurture.web.studio import run_studio
 
+    # Not NURTURE_HOST/NURTURE_PORT: those are the public server's, and the studio runs beside it.
+    host, port = host_option(host, "127.0.0.1"), port_option(port, 8001)
+    require_loopback(host)
     s = settings()
     s.require_templates()
-    console.print(f"studio on http://127.0.0.1:{port} · templates {s.templates_dir} · Ctrl-C to stop")
-    run_studio(s, host="127.0.0.1", port=port)
+    sockets = bind(host, port)
+    console.print(f"studio on {url_for(host, port)} · templates {s.templates_dir} · Ctrl-C to stop", highlight=False)
+    try:
+        run_studio(s, host=host, port=port, sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 @broadcast_app.command("create")
 def broadcast_create(

@@ -46,30 +46,47 @@ def db_upgrade() -> None:
     else:
         console.print(f"database is up to date: {where} (schema {head})", highlight=False)
 
-@app.command()
-def serve() -> None:
-    """Serve the web endpoint (signup, confirm, unsubscribe) at NURTURE_HOST:NURTURE_PORT."""
-    _serve(with_scheduler=False)
+HostOption = Annotated[Optional[str], typer.Option(
+    "--host", metavar="ADDRESS", show_default=False,
+    help="Listen on this address (default NURTURE_HOST, 127.0.0.1: this machine only; 0.0.0.0 is every interface).")]
+PortOption = Annotated[Optional[str], typer.Option(
+    "--port", metavar="PORT", show_default=False, help="Listen on this port (default NURTURE_PORT, 8000).")]
+
 
 @app.command()
-def run() -> None:
+def serve(host: HostOption = None, port: PortOption = None) -> None:
+    """Serve the web endpoint (signup, confirm, unsubscribe) at --host:--port (NURTURE_HOST:NURTURE_PORT)."""
+    _serve(host, port, with_scheduler=False)
+
+@app.command()
+def run(host: HostOption = None, port: PortOption = None) -> None:
     """The main job: migrate, then the web endpoint and the scheduler in one process."""
-    _serve(with_scheduler=True)
+    _serve(host, port, with_scheduler=True)
 
-def _serve(*, with_scheduler: bool) -> None:
+def _serve(host: str | None, port: str | None, *, with_scheduler: bool) -> None:
+    import signal
     import threading
 
-    import uvicorn
-
-    from nurture.log_format import uvicorn_log_config
+    from nurture.cli.listen import bind, host_option, port_option
     from nurture.migrate import upgrade
     from nurture.scheduler import build_scheduler
     from nurture.web import create_app
 
     s = settings()
-    setup_logging(s.log_level, s.log_format)
-    upgrade(s.database_url)
-    rt = runtime(s)
+    host, port = host_option(host, s.host), port_option(port, s.port)
+    sockets = bind(host, port)  # first: a port in use is one line before anything has started
+    try:
+        setup_logging(s.log_level, s.log_format)
+        upgrade(s.database_url)
+        rt = runtime(s)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    # uvicorn raises the SIGTERM it caught again once it has shut down; under the default handler
+    # that would end the process there, before the scheduler below finishes the message in flight
+    # (systemd's stop): a handler that does nothing lets the `finally` run and the exit be 0.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     stop = threading.Event()
     scheduler = build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False,
                                 sessions=rt.sessions) if with_scheduler else None
@@ -77,39 +94,72 @@ def _serve(*, with_scheduler: bool) -> None:
         import logging
 
         logging.getLogger("nurture.serve").info(
-            "serving %s on http://%s:%s; database %s; mail to %s; /admin %s; sending %s", s.base_url, s.host, s.port,
+            "serving %s on http://%s:%s; database %s; mail to %s; /admin %s; sending %s", s.base_url, host, port,
             safe_url(s.database_url), safe_url(s.smtp_url) if s.smtp_url else f"the folder {s.outbox_dir}/",
             "on" if s.admin_password else "off", f"every {s.send_interval} min" if scheduler else "off")
     else:
-        console.print(_banner(s, sending=scheduler is not None))
+        console.print(_banner(s, host, port, sending=scheduler is not None))
     if scheduler:
         scheduler.start()
     try:
-        # proxy_headers=False: the app applies NURTURE_TRUSTED_PROXIES itself (create_app); uvicorn's
-        # own default would trust X-Forwarded-For from 127.0.0.1, so any local client could name
-        # itself anyone (dodging the signup limit and the admin lockout, writing the ledger's IP).
-        uvicorn.run(create_app(rt, dispatch_process=True), host=s.host, port=s.port, log_level=s.log_level.lower(), access_log=False,
-                    proxy_headers=False, log_config=uvicorn_log_config())
+        _run_server(create_app(rt, dispatch_process=True), sockets, host, port, s.log_level.lower(),
+                    stop if scheduler else None)
     finally:
+        for sock in sockets:
+            sock.close()
         stop.set()
         if scheduler:
             scheduler.shutdown(wait=True)
         rt.close()
 
-def _banner(s, *, sending: bool):
+def _run_server(app, sockets, host: str, port: int, log_level: str, stop_sending) -> None:
+    """uvicorn on the bound sockets until SIGTERM or Ctrl-C. For ``nurture run`` that signal also
+    sets ``stop_sending`` at once, so the scheduler's pass stops handing out mail (it finishes the
+    message in flight) while the web side shuts down, as ``nurture scheduler`` does."""
+    import logging
+
+    import uvicorn
+
+    from nurture.log_format import uvicorn_log_config
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if stop_sending is not None and not stop_sending.is_set():
+                logging.getLogger("nurture.scheduler").info(
+                    "stopping (signal %d): finishing the message in flight, releasing claims", sig)
+                stop_sending.set()
+            super().handle_exit(sig, frame)
+
+    # proxy_headers=False: the app applies NURTURE_TRUSTED_PROXIES itself (create_app); uvicorn's
+    # own default would trust X-Forwarded-For from 127.0.0.1, so any local client could name
+    # itself anyone (dodging the signup limit and the admin lockout, writing the ledger's IP).
+    Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          proxy_headers=False, log_config=uvicorn_log_config())).run(sockets=sockets)
+
+def _banner(s, host: str, port: int, *, sending: bool):
     """What a person starting the server needs, boxed so it stands out from the log lines after it."""
+    from rich.markup import escape
     from rich.panel import Panel
+
+    from nurture.cli.listen import base_url_note, url_for
 
     where = (f"the folder {s.outbox_dir}/, nothing leaves this machine\n          (`nurture outbox last` shows the newest)"
              if not s.smtp_url else "the SMTP server " + safe_url(s.smtp_url))
-    listen = f"http://{s.host}:{s.port}"
+    listen = url_for(host, port)
+    wrong_port = base_url_note(s.base_url, host, port)
+    if wrong_port:  # open what answers; the links in emails would not
+        note = escape(wrong_port).replace("\n", "\n          ")
+        opening = [f"[bold]Open[/]      {listen}", f"[bold yellow]Links[/]     [yellow]{note}[/]"]
+    else:
+        opening = [f"[bold]Open[/]      {s.base_url}" + (f"  (listening on {listen})"
+                                                        if listen != s.base_url.rstrip("/") else "")]
     lines = [
-        f"[bold]Open[/]      {s.base_url}" + (f"  (listening on {listen})" if listen != s.base_url.rstrip("/") else ""),
+        *opening,
         f"[bold]Database[/]  {safe_url(s.database_url)}",
         f"[bold]Mail to[/]   {where}",
-        f"[bold]Admin[/]     " + (f"{s.base_url.rstrip('/')}/admin (user admin)" if s.admin_password
+        "[bold]Admin[/]     " + (f"{s.base_url.rstrip('/')}/admin (user admin)" if s.admin_password
                                   else "off (set NURTURE_ADMIN_PASSWORD to turn /admin on)"),
-        f"[bold]Sending[/]   " + (f"every {s.send_interval} min" if sending else "off (serve only: run the scheduler or send-due)"),
+        "[bold]Sending[/]   " + (f"every {s.send_interval} min" if sending else "off (serve only: run the scheduler or send-due)"),
     ]
     return Panel("\n".join(lines), title="[bold]nurture[/]", title_align="left", border_style="cyan", expand=False,
                  highlight=False)

@@ -331,8 +331,9 @@ def _links_open_outside(html: str) -> str:
     return base + html
 
 
-def run_studio(settings: Settings, *, host: str = "127.0.0.1", port: int = 8001) -> None:
-    """Serve the studio until Ctrl-C. Loopback only: it has no login and can send test emails."""
+def run_studio(settings: Settings, *, host: str = "127.0.0.1", port: int = 8001, sockets=None) -> None:
+    """Serve the studio until Ctrl-C. Loopback only: it has no login and can send test emails.
+    ``sockets``: already bound to host and port (by the command, which reports a port in use)."""
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -344,4 +345,4 @@ def run_studio(settings: Settings, *, host: str = "127.0.0.1", port: int = 8001)
             app.state.close_streams()
             super().handle_exit(sig, frame)
 
-    Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)).run()
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)).run(sockets)
