@@ -22,6 +22,7 @@ from nurture.sending.messages import Dkim, make_streams, sender_domain
 from nurture.sending.ratelimit import Pacer
 from nurture.sending.send_store import SqlSendStore
 from nurture.sending.sender import Sender
+from nurture.sending.sent_versions import SentVersions
 from nurture.sending.tracked_links import Tracker
 from nurture.sending.transports import MaildirTransport, SmtpConfig, SmtpPool, Transport
 from nurture.tokens import Tokens
@@ -97,6 +98,11 @@ class Runtime:
         # and the rate limit is for the process, not for each of them.
         return Pacer(self.settings.rate_per_second, self.settings.rate_per_hour)
 
+    @cached_property
+    def sent_versions(self) -> SentVersions:
+        # One per process, like the renderer: each template version's files are read once.
+        return SentVersions()
+
     def sender(self) -> Sender:
         """A new Sender (its own worker id, so one sender's release never touches another's
         claims), sharing this runtime's engine, transport and pacer."""
@@ -110,6 +116,7 @@ class Runtime:
             settings=self.mail_settings(),
             tracker=Tracker(self.settings.base_url, self.tokens) if self.settings.track_clicks else None,
             pacer=self.pacer,
+            versions=self.sent_versions,
         )
 
     def sending_pass(self) -> SendingPass:
