@@ -21,112 +21,23 @@ Who is where at NOW (Wednesday 9 December, 12:00 in Chicago), confirmed at 09:00
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
-from zoneinfo import ZoneInfo
+from datetime import date
 
-import pytest
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, select
 
-from nurture.db import transaction
 from nurture.feedback.impact import CHANGED, INVISIBLE, NEW, REMOVED, UNCHANGED, preview_impact
 from nurture.feedback.impact_words import headline, sentence
 from nurture.feedback.timeline import build_timeline
 from nurture.models import OutboxMessage, OutboxState, Subscriber, TemplateVersion
-from nurture.people import subscribers
 from nurture.runtime import Runtime
 from nurture.sending.journey import Planner
-from nurture.sending.transports import MemoryTransport
 
-from conftest import TEMPLATES, make_settings
-from factories import REQUEST, confirmed
-
-CHICAGO = ZoneInfo("America/Chicago")
-START = datetime(2026, 11, 28, 15, 0, tzinfo=timezone.utc)  # 09:00 in Chicago
-NOW = datetime(2026, 12, 9, 18, 0, tzinfo=timezone.utc)  # Wednesday, 12:00 in Chicago
-
-
-def at_nine(day: int, month: int = 12) -> datetime:
-    """09:00 in Chicago on that day (CST: 15:00 UTC)."""
-    return datetime(2026, month, day, 15, 0, tzinfo=timezone.utc)
-
-
-# (label, count, confirmed at, zone, unsubscribed at)
-POPULATION = [
-    ("finished", 3, at_nine(28, 11), "America/Chicago", None),
-    ("invite-next", 2, at_nine(3), "America/Chicago", None),
-    ("after-how", 4, at_nine(6), "America/Chicago", None),
-    ("after-how-tokyo", 1, at_nine(6), "Asia/Tokyo", None),
-    ("welcome-only", 3, at_nine(8), "America/Chicago", None),
-    ("welcome-only-auckland", 1, at_nine(8), "Pacific/Auckland", None),
-    ("today", 2, at_nine(9), "America/Chicago", None),
-    ("left", 2, at_nine(6), "America/Chicago", at_nine(7) + timedelta(hours=2)),
-]
-
-
-def build_population(tmp_path: Path, database_url: str) -> tuple[Runtime, Path]:
-    """The people above, brought to NOW by real passes over a copy of the shipped templates."""
-    templates = tmp_path / "templates"
-    shutil.copytree(TEMPLATES, templates)
-    rt = Runtime(make_settings(tmp_path, database_url, templates_dir=str(templates)),
-                 transport_override=MemoryTransport())
-    events = sorted(
-        [(when, "confirm", f"{label}-{i}@example.com", zone) for label, count, when, zone, _ in POPULATION
-         for i in range(count)]
-        + [(left, "leave", f"{label}-{i}@example.com", zone) for label, count, _, zone, left in POPULATION
-           if left for i in range(count)])
-    ids: dict[str, int] = {}
-    instant = START
-    while instant <= NOW:
-        while events and events[0][0] <= instant:
-            when, what, address, zone = events.pop(0)
-            if what == "confirm":
-                ids[address] = confirmed(rt.sessions, address, when, zone)
-            else:
-                with transaction(rt.sessions) as session:
-                    subscribers.unsubscribe(session, ids[address], now=when, request=REQUEST)
-        rt.sender().run_pass(instant)
-        instant += timedelta(hours=3)
-    _pending(rt)
-    return rt, templates
-
-
-def _pending(rt: Runtime) -> None:
-    from nurture.people.validation import Signup, normalise_email
-
-    with transaction(rt.sessions) as session:
-        subscribers.subscribe(session, Signup(normalise_email("pending@example.com"), None, "America/Chicago", None,
-                                              False), now=NOW, request=REQUEST, default_timezone="America/Chicago",
-                              confirmations_per_day=3)
-
-
-def checksum(rt: Runtime) -> tuple[dict[str, int], str]:
-    """Rows per table and a hash of every row of every table, in key order."""
-    counts, digest = {}, hashlib.sha256()
-    with rt.engine.connect() as connection:
-        for table in sorted(inspect(connection).get_table_names()):
-            rows = connection.execute(text(f"SELECT * FROM {table}")).all()
-            counts[table] = len(rows)
-            for row in sorted(repr(tuple(row)) for row in rows):
-                digest.update(row.encode())
-    return counts, digest.hexdigest()
+from impact_population import CHICAGO, NOW, build_population, checksum, chicago_day, edit
 
 
 def impact_now(rt: Runtime):
     with rt.sessions() as session:
         return preview_impact(session, renderer=rt.renderer, planner=Planner.from_settings(rt.settings), now=NOW)
-
-
-def chicago_day(instant: datetime) -> date:
-    return instant.astimezone(CHICAGO).date()
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    source = path.read_text(encoding="utf-8")
-    assert old in source, (path, old)
-    path.write_text(source.replace(old, new, 1), encoding="utf-8")
 
 
 def test_edits_are_reported_per_step_with_who_gets_the_new_version_and_when(tmp_path, database_url):
