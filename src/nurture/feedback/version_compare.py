@@ -61,8 +61,10 @@ def _differences(old: Rendered, new: Rendered) -> tuple[str, ...]:
         changed.append("preheader")
     if squeeze(old.text) != squeeze(new.text):
         changed.append("body")  # the words and the links (the text part lists every link)
-    elif squeeze(old.html) != squeeze(new.html):
-        changed.append("look")  # the same words and links, styled or laid out differently
+    if not changed and squeeze(old.html) != squeeze(new.html):
+        # The same words, links, subject and preheader (both are in the HTML too), styled or laid
+        # out differently.
+        changed.append("look")
     return tuple(changed)
 
 
