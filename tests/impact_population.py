@@ -46,7 +46,8 @@ POPULATION = [
 
 
 def build_population(tmp_path: Path, database_url: str) -> tuple[Runtime, Path]:
-    """The people above, brought to NOW by real passes over a copy of the shipped templates."""
+    """The people of POPULATION (and one who never confirmed), brought to NOW by real passes over a
+    copy of the shipped templates; the runtime and the copy's folder."""
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATES, templates)
     rt = Runtime(make_settings(tmp_path, database_url, templates_dir=str(templates)),
