@@ -155,6 +155,9 @@ class OutboxMessage(Base):
     smtp_reply: Mapped[str | None] = mapped_column(String(512))
     last_error: Mapped[str | None] = mapped_column(String(512))
     track_opens: Mapped[bool] = mapped_column(default=False)
+    # The template version (TemplateVersion.digest) the last attempt was built from: for a sent
+    # row, the version the person received. Null for rows sent before versions were kept.
+    template_version: Mapped[str | None] = mapped_column(String(64))
 
 
 class Event(Base):
@@ -215,6 +218,19 @@ class PassRecord(Base):
     planned: Mapped[int] = mapped_column(Integer, default=0)
     # Per stream, {"sequence": {"sent": 3, "retried": 1, ...}}; the carried row adds "durations".
     counts: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class TemplateVersion(Base):
+    """A version of an email as it was sent: the text of every file it was built from (JSON,
+    path -> text), keyed by template and a hash of those files. Written once per version, the
+    first time a message built from it is recorded; never changed or deleted."""
+
+    __tablename__ = "template_versions"
+
+    template: Mapped[str] = mapped_column(String(255), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sources: Mapped[str] = mapped_column(Text)
+    first_sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 TOMBSTONE_PEPPER = "tombstone_pepper"

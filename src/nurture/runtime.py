@@ -23,6 +23,7 @@ from nurture.sending.ratelimit import Pacer, SharedPacer
 from nurture.sending.send_budget import SqlBudget
 from nurture.sending.send_store import SqlSendStore
 from nurture.sending.sender import Sender
+from nurture.sending.sent_versions import SentVersions
 from nurture.sending.tracked_links import Tracker
 from nurture.sending.transports import MaildirTransport, SmtpConfig, SmtpPool, Transport
 from nurture.tokens import Tokens
@@ -107,6 +108,11 @@ class Runtime:
         return SharedPacer(SqlBudget(self.sessions), per_second, per_hour, local_per_second=s.rate_per_second,
                            patience=s.db_patience_seconds)
 
+    @cached_property
+    def sent_versions(self) -> SentVersions:
+        # One per process, like the renderer: each template version's files are read once.
+        return SentVersions()
+
     def sender(self) -> Sender:
         """A new Sender (its own worker id, so one sender's release never touches another's
         claims), sharing this runtime's engine, transport and pacer."""
@@ -120,6 +126,7 @@ class Runtime:
             settings=self.mail_settings(),
             tracker=Tracker(self.settings.base_url, self.tokens) if self.settings.track_clicks else None,
             pacer=self.pacer,
+            versions=self.sent_versions,
         )
 
     def sending_pass(self) -> SendingPass:

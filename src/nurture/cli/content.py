@@ -93,6 +93,45 @@ def templates_preview(
     finally:
         rt.close()
 
+@templates_app.command("impact")
+def templates_impact(
+    now: Annotated[Optional[str], typer.Option(help="As of this instant (ISO-8601 or \"+2 days\").")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """What the templates on disk will change for people already in the sequence, against the
+    versions last sent: per step, who gets the new version and when. Reads, never writes."""
+    import json
+    from zoneinfo import ZoneInfo
+
+    from nurture.content.sequences import TemplateFormatError
+    from nurture.feedback.impact import preview_impact
+    from nurture.feedback.impact_words import headline, sentence
+    from nurture.sending.journey import Planner
+
+    s = settings()
+    instant = parse_now(now, zone=s.timezone)
+    rt = runtime(s)
+    try:
+        with rt.sessions() as session:
+            impact = preview_impact(session, renderer=rt.renderer, planner=Planner.from_settings(s), now=instant)
+    except TemplateFormatError as exc:
+        raise Fail(f"the sequence cannot be read: {exc}") from None
+    finally:
+        rt.close()
+    zone = ZoneInfo(s.timezone)
+    if as_json:
+        steps = [{**{k: v for k, v in vars(step).items() if k not in ("first", "last")},
+                  "parts": list(step.parts),
+                  "first": step.first.isoformat() if step.first else None,
+                  "last": step.last.isoformat() if step.last else None,
+                  "sentence": sentence(step, impact, zone)} for step in impact.steps]
+        sys.stdout.write(json.dumps({"sequence": impact.sequence, "now": instant.isoformat(),
+                                     "headline": headline(impact), "steps": steps}, indent=2) + "\n")
+        return
+    out.print(headline(impact), highlight=False, markup=False)
+    for step in impact.steps:
+        out.print("- " + sentence(step, impact, zone), highlight=False, markup=False)
+
 def _did_you_mean(templates_dir, key: str) -> str:
     """`: did you mean welcome-history?` for `welcome`: a key that starts the same, or a close one."""
     import difflib

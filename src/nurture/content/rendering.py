@@ -273,6 +273,13 @@ class Renderer:
         except TemplateSourceError as exc:
             raise RenderError(exc.path, exc.line, exc.message) from exc
 
+    def version(self, template: str) -> str:
+        """The fingerprint of the version :meth:`render` uses for ``template`` now (its files, the
+        campaign values and the year): the same string for as long as none of them changes, so a
+        caller can key its own per-version work by it. Costs what a render's lookup costs."""
+        self._compiled(template)
+        return self._versions.current(template) or ""
+
     # ------------------------------------------------------------------ cache
 
     def _current_year(self) -> int:

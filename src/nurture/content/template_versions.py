@@ -116,3 +116,8 @@ class TemplateVersions:
                 self._versions[version] = compiled
             self._cache[template] = _Entry(stamps, version, year, compiled, time.monotonic())
             return compiled
+
+    def current(self, template: str) -> str | None:
+        """The fingerprint of the version :meth:`get` last gave for ``template`` (None before any)."""
+        entry = self._cache.get(template)
+        return None if entry is None else entry.fingerprint

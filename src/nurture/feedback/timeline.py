@@ -61,6 +61,8 @@ def build_timeline(
         at = row.sent_at or row.due_at
         reply = shown_reason(row.smtp_reply or row.last_error, planner.templates_dir)
         detail = f"{message_id(row.id, row.key, secret=secret, domain=domain)} · {reply}"
+        if row.template_version:  # which version of the email it was built from (`templates impact`)
+            detail = f"{detail.strip(' ·')} · version {row.template_version[:10]}"
         timeline.entries.append(Entry(at, f"{row.key} · {row.state.value}", detail.strip(" ·")))
     keys = {row.id: row.key for row in rows}
     for event in session.scalars(select(Event).where(

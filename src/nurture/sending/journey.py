@@ -115,6 +115,30 @@ def next_send(
     return step, (at if immediate else window.next_open(at, zone))
 
 
+def upcoming_sends(
+    sequence: Sequence,
+    *,
+    confirmed_at: datetime,
+    zone: ZoneInfo,
+    done_keys: set[str],
+    last_marketing_at: datetime | None,
+    now: datetime,
+    window: Window,
+) -> list[tuple[Step, datetime]]:
+    """Every step this subscriber has still to get, and when each will go, if nothing else happens
+    meanwhile (no newsletter, no opt-out): :func:`next_send` asked at ``now``, then again the
+    moment each step goes, with that step done and that instant as their latest marketing email,
+    which is what a pass records."""
+    found: list[tuple[Step, datetime]] = []
+    done = set(done_keys)
+    while (step_at := next_send(sequence, confirmed_at=confirmed_at, zone=zone, done_keys=done,
+                                last_marketing_at=last_marketing_at, now=now, window=window)) is not None:
+        found.append(step_at)
+        done.add(key_of(step_at[0]))
+        last_marketing_at = now = step_at[1]
+    return found
+
+
 @dataclass
 class Planner:
     """Queues the sequence steps that are due now. Called at the start of every sending pass."""

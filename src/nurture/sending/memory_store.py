@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from nurture.message_key import BROADCAST_PREFIX, SYSTEM_PREFIX
 from nurture.models import OutboxState, Status
 from nurture.sending.outbox import Claim, Outcome, wanted
+from nurture.sending.sent_versions import TemplateVersion
 
 _OPEN = (OutboxState.queued, OutboxState.retry, OutboxState.unknown)
 
@@ -54,6 +55,7 @@ class Row:
     lease_until: datetime | None = None
     sent_at: datetime | None = None
     last_error: str | None = None
+    template_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class MemoryStore:
     rows: dict[int, Row] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)  # every operation called, in order
+    versions: dict[tuple[str, str], TemplateVersion] = field(default_factory=dict)  # kept, by (template, digest)
     _faults: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1), init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
@@ -230,6 +233,9 @@ class MemoryStore:
         row.unknowns = claim.unknowns + (outcome.state is OutboxState.unknown)
         row.attempts = claim.attempts - outcome.content_error
         row.due_at = outcome.next_attempt_at or now
+        row.template_version = None if outcome.version is None else outcome.version.digest
+        if outcome.version is not None:
+            self.versions.setdefault((outcome.version.template, outcome.version.digest), outcome.version)
         if outcome.state in (OutboxState.sent, OutboxState.failed):
             self.events.append(Event(outcome.state.value, now, claim.subscriber_id, claim.id, outcome.reply))
         if outcome.state is OutboxState.failed and not claim.key.startswith(SYSTEM_PREFIX):

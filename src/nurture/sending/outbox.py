@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from nurture.db import insert_or_not
 from nurture.message_key import BROADCAST_PREFIX, Kind, kind_of
 from nurture.models import UNPLANNED, Event, OutboxMessage, OutboxState, Status, Subscriber
+from nurture.sending.sent_versions import TemplateVersion
 
 DEFAULT_LEASE = timedelta(minutes=5)
 _OPEN = (OutboxState.queued, OutboxState.retry, OutboxState.unknown)
@@ -55,6 +56,7 @@ class Outcome:
     next_attempt_at: datetime | None = None
     bounced: bool = False  # the reply says the address does not exist
     content_error: bool = False  # the template could not be rendered: the operator must hear of it
+    version: TemplateVersion | None = None  # what the message was built from (None: not built)
 
 
 def enqueue(
@@ -255,6 +257,7 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, now: datet
             # The claim counted an attempt; a template that could not be rendered did not try.
             "attempts": claim.attempts - outcome.content_error,
             "due_at": outcome.next_attempt_at or now,
+            "template_version": None if outcome.version is None else outcome.version.digest,
         })
     # Core executemany by primary key: the ORM's bulk path re-evaluates each row in Python.
     table = OutboxMessage.__table__

@@ -15,7 +15,7 @@ sender does) gets a fresh connection. An operation either happens whole or not a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -25,6 +25,7 @@ from nurture.db import transaction
 from nurture.message_key import SYSTEM_PREFIX
 from nurture.models import OutboxState
 from nurture.sending import journey, outbox
+from nurture.sending.sent_versions import store_versions
 from nurture.sending.outbox import Claim, Outcome
 
 # Marks a subscriber as bounced (status, and whatever else that means for them), in the
@@ -77,6 +78,8 @@ class SqlSendStore:
     sessions: sessionmaker[Session]
     mark_bounced: MarkBounced
     planner: journey.Planner | None = None  # None: this store queues no sequence steps
+    # (template, digest) of the versions this store has written: each is written once per process.
+    _kept: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False)
 
     def plan_page(self, now: datetime) -> tuple[int, bool]:
         if self.planner is None:
@@ -112,7 +115,10 @@ class SqlSendStore:
         return wanted
 
     def record(self, outcomes: Sequence[Outcome], *, now: datetime, worker: str) -> list[Outcome]:
+        new = {(o.version.template, o.version.digest): o.version for o in outcomes
+               if o.version is not None and (o.version.template, o.version.digest) not in self._kept}
         with transaction(self.sessions) as session:
+            store_versions(session, new.values(), now=now)
             written = outbox.record_outcomes(session, outcomes, now=now, worker=worker)
             # A marketing email that failed holds no day: the person's next step may go sooner.
             outbox.replan(session, (o.claim.subscriber_id for o in written
@@ -123,6 +129,7 @@ class SqlSendStore:
                     self.mark_bounced(session, claim.subscriber_id, now)
                     outbox.record_event(session, "bounced", now, subscriber_id=claim.subscriber_id,
                                         outbox_id=claim.id, detail=outcome.reply)
+        self._kept.update(new)  # only once committed: a rolled-back write is tried again
         return written
 
     def release(self, *, worker: str, ids: set[int]) -> None:

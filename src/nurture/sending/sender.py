@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
@@ -51,6 +51,7 @@ from nurture.sending.outcomes import Backoff, held_for_content, no_reply, one_li
 from nurture.sending.pass_summary import DatabaseDown, PassSummary, TransportDown
 from nurture.sending.ratelimit import Pacer
 from nurture.sending.send_store import SendStore
+from nurture.sending.sent_versions import SentVersions, TemplateVersion
 from nurture.sending.tracked_links import Tracker
 from nurture.sending.transports import NoReply, Reply, Transport, Undeliverable, Unreachable
 
@@ -76,6 +77,7 @@ class Sender:
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     clock: Callable[[], datetime] = utcnow  # the real clock, for leases
     rng: random.Random = field(default_factory=random.Random)  # the retry jitter's (seeded in tests)
+    versions: SentVersions = field(default_factory=SentVersions)  # which version each message is built from
 
     def run_pass(
         self,
@@ -295,6 +297,7 @@ class Sender:
         except Exception as exc:  # noqa: BLE001 - signing, a header, an address: this message's own fault
             log.warning("cannot build outbox row %s: %s", claim.id, one_line(exc))
             return self._failure(claim, f"build error: {one_line(exc)}", now)
+        version = self._version(claim)
         recipient = self.settings.dev_recipient or claim.email
         try:
             reply = self.transport.send(self.settings.streams.for_key(claim.key).return_path, recipient, data)
@@ -310,7 +313,17 @@ class Sender:
         except Exception as exc:  # noqa: BLE001 - one message's fault is that message's outcome
             log.warning("sending outbox row %s failed: %s", claim.id, one_line(exc))
             return self._failure(claim, f"send error: {one_line(exc)}", now)
-        return self.classify(claim, reply, now)
+        return replace(self.classify(claim, reply, now), version=version)
+
+    def _version(self, claim: Claim) -> TemplateVersion | None:
+        """The version this message was just built from; None if its files cannot be read now
+        (the message still goes: which version it was is a record, not a condition of sending)."""
+        try:
+            return self.versions.of(self.renderer, claim.template)
+        except Exception as exc:  # noqa: BLE001 - a file removed since the render, a decode error
+            log.warning("cannot tell which version of %s outbox row %s was built from: %s",
+                        claim.template, claim.id, one_line(exc))
+            return None
 
     def _failure(self, claim: Claim, reason: str, now: datetime) -> Outcome:
         """Retried with the usual backoff until the attempts run out, then failed."""

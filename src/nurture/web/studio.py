@@ -3,13 +3,14 @@
 Every email of every sequence in order (delay, subject, preheader, key), the newsletter issues and
 the system emails; the selected one rendered for a sample subscriber at desktop (600 px) and phone
 (375 px) widths, its plain text, its MIME source and its validation problems; a "send test" form;
-a journey view of the dates one subscriber would receive each step in their time zone.
+a journey view of the dates one subscriber would receive each step in their time zone; an impact
+panel saying what the templates on disk would change for the people already in the sequence.
 
 This module holds the app and its routes; the parts are modules of their own: the list of email
 files and the templates' stamp (``studio_catalogue``), the validator's findings and helpful error
 locations (``studio_checks``), live reload over Server-Sent Events (``studio_events``), the
-journey by the planner's own rule (``studio_journey``) and the loopback-only guard
-(``studio_guard``); the pages' templates and shared context (``studio_pages``).
+journey by the planner's own rule (``studio_journey``), the impact panel, the one page that reads
+the database (``studio_impact``), and the loopback-only guard (``studio_guard``); the pages' templates and shared context (``studio_pages``).
 
 A local tool: bound to 127.0.0.1, no login, no external resources.
 """
@@ -52,6 +53,7 @@ from nurture.web.studio_catalogue import Entry, where
 from nurture.web.studio_checks import TemplateChecks, helpful, template_frame
 from nurture.web.studio_events import TemplateWatcher, event_stream
 from nurture.web.studio_guard import LocalOnly
+from nurture.web.studio_impact import ImpactReader, impact_router
 from nurture.web.studio_journey import plan_journey
 from nurture.web.studio_pages import PREVIEW_CSP, StudioPages
 
@@ -82,6 +84,7 @@ class _Studio:
                                  consultation_url=s.consultation_url, recheck_seconds=0)
         self.checks = TemplateChecks(s)
         self.watcher = TemplateWatcher(self.templates_dir)
+        self.impact = ImpactReader(s)
         self._transport_lock = threading.Lock()
 
     def close_streams(self) -> None:
@@ -146,6 +149,7 @@ def create_studio_app(settings: Settings, *, transport: Transport | None = None,
                 task.cancel()
         if studio.own_transport and studio.transport is not None:
             studio.transport.close()
+        studio.impact.close()
 
     app = FastAPI(title="nurture studio", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = studio
@@ -155,6 +159,7 @@ def create_studio_app(settings: Settings, *, transport: Transport | None = None,
     app.include_router(_service_router(studio))
     app.include_router(_email_router(studio, pages))
     app.include_router(_journey_router(studio, pages))
+    app.include_router(impact_router(studio.renderer, studio.impact, pages, clock))
     return app
 
 
