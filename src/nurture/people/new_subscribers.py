@@ -21,6 +21,7 @@ from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
 from nurture.people.address_hashes import stored_hash
 from nurture.people.consent_ledger import CONSENT_VERSION, RequestInfo, consent_values, record_consent
 from nurture.people.validation import Signup
+from nurture.people.webhook_events import emit_many
 from nurture.sending import outbox
 
 __all__ = ["CONFIRM_TEMPLATE", "KNOWN_HASHES", "SignupRequest", "add_confirmed", "insert_new_signups",
@@ -85,6 +86,8 @@ def insert_new_signups(
                           due_at=item.now, now=item.now)
         for (item, _stored), subscriber_id in zip(entries, ids)
     ])
+    emit_many(session, "subscribed", [dict(now=item.now, subscriber_id=subscriber_id, email=item.signup.email)
+                                      for (item, _stored), subscriber_id in zip(entries, ids)])
     return ids
 
 
