@@ -70,7 +70,8 @@ def _serve(*, with_scheduler: bool) -> None:
     upgrade(s.database_url)
     rt = runtime(s)
     stop = threading.Event()
-    scheduler = build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False) if with_scheduler else None
+    scheduler = (build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False,
+                                 deliverer=rt.webhook_deliverer()) if with_scheduler else None)
     console.print(_banner(s, sending=scheduler is not None))
     if scheduler:
         scheduler.start()
@@ -113,7 +114,7 @@ def scheduler() -> None:
     setup_logging(s.log_level)
     rt = runtime(s)
     try:
-        run_blocking(rt.sending_pass(), s.send_interval)
+        run_blocking(rt.sending_pass(), s.send_interval, rt.webhook_deliverer())
     finally:
         rt.close()
 
