@@ -245,3 +245,45 @@ def test_a_hung_receiver_never_holds_up_the_mail(runtime, receiver, memory_trans
         assert session.query(OutboxMessage).filter(OutboxMessage.state == "sent").count() >= 1
     receiver.release.set()
     hung.join(30)
+
+
+def test_admin_shows_each_endpoint_and_the_delivery_log(tmp_path, database_url, receiver):
+    from conftest import make_settings
+    from nurture.runtime import Runtime
+    from nurture.sending.transports import MemoryTransport
+
+    runtime = Runtime(make_settings(tmp_path, database_url, admin_password="pw"), transport_override=MemoryTransport())
+    try:
+        up, receiver.secret = register(runtime, receiver.url, "confirmed")
+        down, _ = register(runtime, "http://127.0.0.1:9/closed", "confirmed")
+        confirmed(runtime.sessions, "ann@example.com", T0)
+        Deliverer(runtime.sessions, clock=lambda: T0, timeout=2).run()
+        with TestClient(create_app(runtime, dispatch=False, clock=lambda: T0)) as client:
+            page = client.get("/admin", auth=("admin", "pw")).text
+    finally:
+        runtime.close()
+    panel = page[page.index('id="webhooks-heading"'):]
+    assert receiver.url in panel and "http://127.0.0.1:9/closed" in panel
+    assert f'data-webhook-state="{up}">active<' in panel and f'data-webhook-state="{down}">failing<' in panel
+    assert "cannot connect" in panel and "delivered" in panel and "evt_" in panel
+
+
+def test_the_commands_answer_in_one_line(tmp_path):
+    from .test_cli import nurture, one_line_error
+
+    nurture(tmp_path, "db", "upgrade")
+    added = nurture(tmp_path, "webhooks", "add", "http://127.0.0.1:9/h", "--events", "confirmed,goal").stdout
+    assert re.search(r"webhook 1: http://127\.0\.0\.1:9/h\n  events: confirmed, goal\n.*whsec_\S{40,}", added)
+    assert "unknown event opened" in one_line_error(
+        nurture(tmp_path, "webhooks", "add", "http://x.example/h", "--events", "confirmed,opened", check=False), 1)
+    assert "https://" in one_line_error(nurture(tmp_path, "webhooks", "add", "http://x.example/h", check=False,
+                                                env={"NURTURE_ENV": "production", "NURTURE_BASE_URL": "https://x.example",
+                                                     "NURTURE_SECRET_KEY": "k" * 40}), 1)
+    assert "no webhook endpoint 9" in one_line_error(nurture(tmp_path, "webhooks", "resume", "9", check=False), 1)
+    listed = nurture(tmp_path, "webhooks", "list").stdout
+    assert "http://127.0.0.1:9/h" in listed and "active" in listed
+    assert "no webhook deliveries yet" in nurture(tmp_path, "webhooks", "log").stdout
+    assert "0 delivered" in nurture(tmp_path, "webhooks", "deliver").stdout
+    assert "new signing secret" in nurture(tmp_path, "webhooks", "secret", "1", "--rotate").stdout
+    assert "removed webhook 1" in nurture(tmp_path, "webhooks", "remove", "1").stdout
+    assert "no webhook endpoints yet" in nurture(tmp_path, "webhooks", "list").stdout
