@@ -49,3 +49,18 @@ def test_missing_or_malformed_headers_are_refused_without_raising():
 def test_any_one_of_several_signatures_may_match():
     good = sign(SECRET, BODY, AT).split(",")[1]
     assert verify(SECRET, BODY, f"t=1767225600, v1={'0' * 64}, {good}", AT)
+
+
+def test_the_readme_example_verifies_what_nurture_signs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Webhooks"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - our own README's example
+    now = datetime.now(timezone.utc)
+    assert scope["verify"](SECRET, BODY, sign(SECRET, BODY, now))
+    assert not scope["verify"](SECRET, BODY + b"x", sign(SECRET, BODY, now))
+    assert not scope["verify"](SECRET, BODY, sign(SECRET, BODY, now - timedelta(minutes=6)))
