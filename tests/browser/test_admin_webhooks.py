@@ -8,10 +8,13 @@ from datetime import timedelta
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import select
 
 from nurture.db import transaction
+from nurture.models import Subscriber
 from nurture.people import webhook_endpoints
 from nurture.people.webhook_delivery import Answer, Deliverer
+from nurture.people.webhook_events import emit
 
 import reports_scene
 from .test_admin import PASSWORD, SHOTS, _serve
@@ -30,10 +33,6 @@ def _with_webhooks(sessions) -> None:
                               production=True)
         webhook_endpoints.add(session, LONG_URL, "subscribed,confirmed,unsubscribed,bounced,complained,clicked,goal",
                               now=now, production=True)
-        from nurture.people.webhook_events import emit
-        from nurture.models import Subscriber
-        from sqlalchemy import select
-
         for sid in session.scalars(select(Subscriber.id).limit(3)):
             emit(session, "confirmed", now=now - timedelta(days=2), subscriber_id=sid)
 

@@ -11,7 +11,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -287,3 +286,29 @@ def test_the_commands_answer_in_one_line(tmp_path):
     assert "new signing secret" in nurture(tmp_path, "webhooks", "secret", "1", "--rotate").stdout
     assert "removed webhook 1" in nurture(tmp_path, "webhooks", "remove", "1").stdout
     assert "no webhook endpoints yet" in nurture(tmp_path, "webhooks", "list").stdout
+
+
+def test_removing_an_endpoint_while_an_event_is_written_fails_neither(runtime):
+    endpoint_id, _ = register(runtime, "http://127.0.0.1:9/h", "confirmed")
+    sid = confirmed(runtime.sessions, "ann@example.com", T0)
+    emitted, errors = threading.Event(), []
+
+    def confirm_elsewhere():
+        try:
+            with transaction(runtime.sessions) as session:
+                assert emit(session, "confirmed", now=T0, subscriber_id=sid) == 1
+                emitted.set()
+                time.sleep(0.5)  # the removal starts meanwhile
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            emitted.set()
+
+    writer = threading.Thread(target=confirm_elsewhere)
+    writer.start()
+    assert emitted.wait(10)
+    with transaction(runtime.sessions) as session:
+        webhook_endpoints.remove(session, endpoint_id)
+    writer.join(10)
+    assert errors == []
+    with runtime.sessions() as session:
+        assert session.query(WebhookDelivery).count() == 0 and session.query(WebhookEvent).count() == 2

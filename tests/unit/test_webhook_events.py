@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from nurture.db import transaction
-from nurture.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from nurture.models import WebhookAttempt, WebhookDelivery, WebhookEvent
 from nurture.people import webhook_endpoints
 from nurture.people.webhook_delivery import Answer, Deliverer, backoff
 from nurture.people.webhook_endpoints import EndpointError, check_url

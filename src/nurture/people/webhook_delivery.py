@@ -153,7 +153,7 @@ def record(session: Session, job: Job, answer: Answer, *, worker: str, now: date
                 WebhookDelivery.worker == worker)
     session.execute(insert(WebhookAttempt).values(delivery_id=job.delivery_id, endpoint_id=job.endpoint_id,
                                                   at=now, status=answer.status, ok=answer.ok, reason=answer.reason))
-    endpoint = session.get(WebhookEndpoint, job.endpoint_id, with_for_update=True)
+    endpoint = session.get(WebhookEndpoint, job.endpoint_id, with_for_update={"key_share": True})
     if answer.ok:
         session.execute(update(WebhookDelivery).where(mine).values(
             state="delivered", delivered_at=now, attempts=job.attempts + 1, worker=None, lease_until=None,

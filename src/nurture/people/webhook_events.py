@@ -51,8 +51,13 @@ def emit_many(session: Session, kind: str, happenings: Iterable[dict]) -> int:
     if kind not in EVENT_KINDS:
         raise UnknownEvent(f"unknown webhook event {kind!r}")
     happenings = list(happenings)
+    # FOR KEY SHARE (PostgreSQL): an endpoint being removed waits for this transaction rather than
+    # vanish between this read and the insert below and fail it (a signup, a confirmation) with a
+    # foreign key error. Recording a delivery locks the row FOR NO KEY UPDATE, which never waits on
+    # this. SQLite's write lock serialises it all anyway.
     endpoints = [endpoint_id for endpoint_id, events in session.execute(
-        select(WebhookEndpoint.id, WebhookEndpoint.events)) if kind in events.split(",")]
+        select(WebhookEndpoint.id, WebhookEndpoint.events).with_for_update(read=True, key_share=True))
+        if kind in events.split(",")]
     if not endpoints or not happenings:
         return 0
     queued = 0
