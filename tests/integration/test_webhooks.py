@@ -312,3 +312,18 @@ def test_removing_an_endpoint_while_an_event_is_written_fails_neither(runtime):
     assert errors == []
     with runtime.sessions() as session:
         assert session.query(WebhookDelivery).count() == 0 and session.query(WebhookEvent).count() == 2
+
+
+@pytest.mark.parametrize("vouched", [False, True], ids=["double-opt-in", "confirmed"])
+def test_an_imported_list_queues_subscribed_or_confirmed(runtime, tmp_path, vouched):
+    from nurture.people.subscriber_files import import_csv
+
+    register(runtime, "http://127.0.0.1:9/h")
+    path = tmp_path / "list.csv"
+    path.write_text("email,first_name,timezone,consent\nmaria@example.com,María,,yes\ntom@example.com,Tom,,yes\n")
+    import_csv(runtime.sessions, path, now=T0, default_timezone="America/Chicago", confirmed=vouched,
+               consent_source="paper form" if vouched else None)
+    events = bodies(runtime)
+    assert {(e["kind"], e["email"]) for e in events} == {
+        ("confirmed" if vouched else "subscribed", address) for address in ("maria@example.com", "tom@example.com")}
+    assert not any("María" in json.dumps(e, ensure_ascii=False) for e in events)  # never a name

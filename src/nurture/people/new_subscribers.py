@@ -109,4 +109,5 @@ def add_confirmed(
     request = RequestInfo(ip=None, user_agent=None, source=source)
     for subscriber in created:
         record_consent(session, subscriber.id, "import", now, request, CONSENT_VERSION)
+    emit_many(session, "confirmed", [dict(now=now, subscriber_id=s.id, email=s.email) for s in created])
     return [subscriber.id for subscriber in created]
