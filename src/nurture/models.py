@@ -270,3 +270,74 @@ class RateWindow(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     window_start: Mapped[float] = mapped_column(Float)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class WebhookEndpoint(Base):
+    """A URL an operator registered to hear of events (webhooks out), with its own signing secret.
+    ``paused_at`` is set when it has failed for a day with no success; its deliveries then wait."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[str] = mapped_column(String(200))  # comma-separated event kinds
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_failure_reason: Mapped[str | None] = mapped_column(String(200))
+    # The first failure since the last success: a day after it, with no success, the endpoint pauses.
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    paused_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class WebhookEvent(Base):
+    """Something that happened, as sent to endpoints: ``body`` is the exact JSON signed and posted
+    (the email address and ids only). Written in the transaction of the change itself."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the webhooks' outbox row. States: queued, sending (worker and
+    lease), retry (at ``due_at``), delivered."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_delivery_event_endpoint"),
+        Index("ix_webhook_deliveries_state_due", "state", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per POST, with its HTTP status (None: no answer) and a reason."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_endpoint_at", "endpoint_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[int | None] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column()
+    reason: Mapped[str] = mapped_column(String(200))

@@ -29,6 +29,7 @@ from nurture.sending.transports import MaildirTransport, SmtpConfig, SmtpPool, T
 from nurture.tokens import Tokens
 
 if TYPE_CHECKING:
+    from nurture.people.webhook_delivery import Deliverer
     from nurture.sending_processes import SendingPass
 
 
@@ -128,6 +129,12 @@ class Runtime:
             pacer=self.pacer,
             versions=self.sent_versions,
         )
+
+    def webhook_deliverer(self) -> Deliverer:
+        """The webhook worker for the scheduler's job and ``nurture webhooks deliver``."""
+        from nurture.people.webhook_delivery import Deliverer
+
+        return Deliverer(self.sessions, clock=utcnow)
 
     def sending_pass(self) -> SendingPass:
         """Scheduled and command-line passes: a large one is spread over several processes."""

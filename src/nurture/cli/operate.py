@@ -89,7 +89,7 @@ def _serve(host: str | None, port: str | None, *, with_scheduler: bool) -> None:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     stop = threading.Event()
     scheduler = build_scheduler(rt.sending_pass(), s.send_interval, stop, blocking=False,
-                                sessions=rt.sessions) if with_scheduler else None
+                                sessions=rt.sessions, deliverer=rt.webhook_deliverer()) if with_scheduler else None
     if s.log_format == "json":  # stderr is a stream of JSON objects: the banner's facts as one of them
         import logging
 
@@ -173,7 +173,7 @@ def scheduler() -> None:
     setup_logging(s.log_level, s.log_format)
     rt = runtime(s)
     try:
-        run_blocking(rt.sending_pass(), s.send_interval, sessions=rt.sessions)
+        run_blocking(rt.sending_pass(), s.send_interval, sessions=rt.sessions, deliverer=rt.webhook_deliverer())
     finally:
         rt.close()
 

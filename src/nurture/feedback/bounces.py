@@ -267,7 +267,7 @@ def _apply(session: Session, finding: Finding, verdict: SenderVerdict, counts: d
     else:
         new = None
     if new is not None:
-        mark_status(session, subscriber.id, new, now)
+        mark_status(session, subscriber.id, new, now, outbox_id=outbox_id)
         counts["suppressed"] = counts.get("suppressed", 0) + 1
 
 

@@ -22,6 +22,7 @@ from nurture.models import OutboxMessage
 from nurture.sending import outbox
 from nurture.sending.outbox import Claim
 from nurture.sending.tracked_links import Tracker, destination, links_in, resolve
+from nurture.people.webhook_events import emit
 from nurture.tokens import InvalidToken
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class Landings:
                 with transaction(self.sessions) as session:
                     outbox.record_event(session, "clicked", now, subscriber_id=claim.subscriber_id,
                                         outbox_id=claim.id, detail=target)
+                    emit(session, "clicked", now=now, subscriber_id=claim.subscriber_id, email=claim.email,
+                         outbox_id=claim.id, message_key=claim.key, url=target)
         except Exception:  # noqa: BLE001 - a reader's click always lands somewhere
             log.exception("click on message %s: recording or resolving failed; sent to %s", outbox_id, target)
         return target

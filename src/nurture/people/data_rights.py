@@ -21,6 +21,7 @@ from nurture.message_key import ALL_PREFIXES, Kind, MessageKey
 from nurture.models import Broadcast, ConsentEvent, Event, OutboxMessage, Status
 from nurture.people.address_hashes import find_by_email, stored_hash
 from nurture.people.validation import normalise_email
+from nurture.people.webhook_events import forget as forget_webhook_events
 from nurture.sending import outbox
 
 FORMAT = "nurture-personal-data/2"  # 2: email_hash (keyed) replaced email_sha256
@@ -161,6 +162,7 @@ def erase(session: Session, email: str, *, now: datetime) -> bool:
             update(Event).execution_options(synchronize_session=False),
             [{"id": eid, "detail": _kept_detail(kind, detail, address)} for eid, kind, detail in events],
         )
+    forget_webhook_events(session, sid)  # their address is in the bodies, delivered or not
     outbox.record_event(session, "erased", now, subscriber_id=sid)
     return True
 

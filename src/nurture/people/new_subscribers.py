@@ -21,6 +21,7 @@ from nurture.models import ConsentEvent, OutboxMessage, Status, Subscriber
 from nurture.people.address_hashes import stored_hash
 from nurture.people.consent_ledger import CONSENT_VERSION, RequestInfo, consent_values, record_consent
 from nurture.people.validation import Signup
+from nurture.people.webhook_events import emit_many
 from nurture.sending import outbox
 
 __all__ = ["CONFIRM_TEMPLATE", "KNOWN_HASHES", "SignupRequest", "add_confirmed", "insert_new_signups",
@@ -85,6 +86,8 @@ def insert_new_signups(
                           due_at=item.now, now=item.now)
         for (item, _stored), subscriber_id in zip(entries, ids)
     ])
+    emit_many(session, "subscribed", [dict(now=item.now, subscriber_id=subscriber_id, email=item.signup.email)
+                                      for (item, _stored), subscriber_id in zip(entries, ids)])
     return ids
 
 
@@ -106,4 +109,5 @@ def add_confirmed(
     request = RequestInfo(ip=None, user_agent=None, source=source)
     for subscriber in created:
         record_consent(session, subscriber.id, "import", now, request, CONSENT_VERSION)
+    emit_many(session, "confirmed", [dict(now=now, subscriber_id=s.id, email=s.email) for s in created])
     return [subscriber.id for subscriber in created]

@@ -26,6 +26,7 @@ from nurture.people.address_hashes import find_by_email, hashes_to_match, stored
 from nurture.people.consent_ledger import CONSENT_VERSION, RequestInfo, record_consent
 from nurture.people.new_subscribers import CONFIRM_TEMPLATE, KNOWN_HASHES, SignupRequest, insert_new_signups
 from nurture.people.validation import Signup
+from nurture.people.webhook_events import emit
 from nurture.sending import outbox
 
 RESEND_AFTER = timedelta(minutes=10)
@@ -71,6 +72,7 @@ def subscribe(
         subscriber.timezone = signup.timezone or default_timezone
         subscriber.wants_series = subscriber.wants_newsletter = True
         _set_status(subscriber, Status.pending, now)
+        emit(session, "subscribed", now=now, subscriber_id=subscriber.id, email=subscriber.email)
     elif subscriber.status is not Status.pending:
         return SignupOutcome(subscriber.id, False)
 
@@ -186,6 +188,7 @@ def confirm(
         .limit(1)
     )
     record_consent(session, subscriber.id, "confirm", now, request, last_signup)
+    emit(session, "confirmed", now=now, subscriber_id=subscriber.id, email=subscriber.email)
     return ConfirmResult.confirmed
 
 
@@ -213,6 +216,7 @@ def unsubscribe(
     record_consent(session, subscriber.id, "withdraw", now, request, None, scope=scope)
     outbox.cancel_pending(session, subscriber.id, _key_prefixes(subscriber), now=now)
     outbox.record_event(session, "unsubscribed", now, subscriber_id=subscriber.id, detail=scope)
+    emit(session, "unsubscribed", now=now, subscriber_id=subscriber.id, email=subscriber.email, scope=scope)
     return True
 
 
@@ -289,6 +293,7 @@ def resume(session: Session, subscriber_id: int, *, scope: str, now: datetime, r
     outbox.replan(session, [subscriber.id])
     record_consent(session, subscriber.id, "resume", now, request, CONSENT_VERSION, scope=scope)
     outbox.record_event(session, "resubscribed", now, subscriber_id=subscriber.id, detail=scope)
+    emit(session, "subscribed", now=now, subscriber_id=subscriber.id, email=subscriber.email, scope=scope)
     return True
 
 
@@ -310,9 +315,11 @@ def _set_status(subscriber: Subscriber, status: Status, now: datetime) -> None:
     subscriber.updated_at = now
 
 
-def mark_status(session: Session, subscriber_id: int, status: Status, now: datetime) -> None:
+def mark_status(session: Session, subscriber_id: int, status: Status, now: datetime, *,
+                outbox_id: int | None = None) -> None:
     """Set a delivery-driven status (bounced, complained) and cancel what is queued. A complaint
-    is also a withdrawal of consent, so it goes into the consent ledger."""
+    is also a withdrawal of consent, so it goes into the consent ledger. ``outbox_id``: the message
+    the report was about, when known (for the webhook event)."""
     if status is Status.complained:
         record_consent(session, subscriber_id, "withdraw", now, RequestInfo(None, None, "complaint"), None)
     session.execute(
@@ -321,3 +328,4 @@ def mark_status(session: Session, subscriber_id: int, status: Status, now: datet
         .values(status=status, status_changed_at=now, updated_at=now)
     )
     outbox.cancel_pending(session, subscriber_id, ALL_PREFIXES, now=now)
+    emit(session, status.value, now=now, subscriber_id=subscriber_id, outbox_id=outbox_id)

@@ -1,5 +1,6 @@
 """The /admin dashboard: the funnel, signups per day, recent deliveries, the queue, broadcasts,
-the latest unverified bounce and complaint reports, and one subscriber's timeline.
+the latest unverified bounce and complaint reports, the webhook endpoints and their
+delivery log, and one subscriber's timeline.
 Server-rendered, no JavaScript; the charts are SVG drawn here.
 
 Behind HTTP basic auth (user ``admin``, ``NURTURE_ADMIN_PASSWORD``). Without a password the
@@ -27,7 +28,7 @@ from nurture.content.sequences import Sequence, TemplateFormatError, load_sequen
 from nurture.db import transaction
 from nurture.feedback import bounces, funnel_figures, reports
 from nurture.feedback.timeline import build_timeline
-from nurture.people import clinic_actions
+from nurture.people import clinic_actions, webhook_endpoints
 from nurture.people.clinic_actions import ACTIONS as _ACTIONS
 from nurture.people.consent_ledger import RequestInfo
 from nurture.people.validation import InvalidInput, normalise_email
@@ -153,6 +154,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
             waiting = reports.upcoming(session, now=now, limit=LIST_LIMIT)
             queue = reports.queue_counts(session, now=now)
             unverified, unverified_total = bounces.recent_unverified(session, UNVERIFIED_LIMIT)
+            webhooks, webhook_log = webhook_endpoints.statuses(session), webhook_endpoints.recent_attempts(session)
             broken = [_Broken(b, fixed=_renders_now(runtime, b.template))
                       for b in reports.broken_templates(session, settings.templates_dir)]
             if search.email:
@@ -173,6 +175,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
             deliveries=deliveries, waiting=waiting, queue=queue, search=search, now=now,
             unverified=unverified, unverified_total=unverified_total, claimed=_CLAIMED,
             days=days, periods=PERIODS, notes=[n for n in (period_note, sequence_note) if n], broken=broken,
+            webhooks=webhooks, webhook_log=webhook_log,
         )
 
     return router
