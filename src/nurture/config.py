@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     trusted_proxies: tuple[str, ...] = ()
     confirmations_per_day: int = Field(3, ge=1, le=20)
     admin_password: SecretStr | None = None
+    # Shared with the clinic's booking system, which signs POST /hooks/booking with it; unset: that
+    # endpoint does not exist (404).
+    booking_webhook_secret: SecretStr | None = None
     log_level: str = "INFO"
 
     @field_validator("base_url", "website_url", "consultation_url")
@@ -207,7 +210,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a bare address such as bounces@clinic.example, with no display name")
         return address
 
-    @field_validator("secret_key", mode="before")
+    @field_validator("secret_key", "booking_webhook_secret", mode="before")
     @classmethod
     def _blank_secret(cls, value: object) -> object:
         # An empty NURTURE_SECRET_KEY= line means unset, never "sign with the empty key".

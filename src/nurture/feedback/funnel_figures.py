@@ -2,7 +2,8 @@
 
 What ``since`` means: the funnel follows a *cohort*, the people who signed up at or after
 ``since`` (everybody when it is None): how many confirmed, how many were sent each step, clicked,
-unsubscribed after it, bounced, and reached the goal (clicked the consultation link). Newsletter
+unsubscribed after it, bounced, and clicked the consultation link; and who booked a consultation
+(the goal the sequence is for, recorded by people.goals), credited to an email. Newsletter
 issues are not tied to a cohort: the broadcasts listed are those due at or after ``since``, with
 all their recipients.
 
@@ -24,9 +25,9 @@ from sqlalchemy.orm import Session
 
 from nurture.content.sequences import Sequence
 from nurture.message_key import BROADCAST_PREFIX, MARKETING_PREFIXES, MessageKey
-from nurture.models import Broadcast, Event, OutboxMessage, OutboxState, Status, Subscriber
+from nurture.models import Broadcast, Event, Goal, OutboxMessage, OutboxState, Status, Subscriber
 
-__all__ = ["BroadcastFigures", "Funnel", "StepFigures", "funnel", "trackable_links"]
+__all__ = ["Bookings", "BroadcastFigures", "Funnel", "StepFigures", "funnel", "trackable_links"]
 
 # Confirmed and still wanting the series: the steps not sent to them yet are still to come.
 _IN_SERIES = and_(Subscriber.status == Status.confirmed, Subscriber.wants_series.is_(True),
@@ -99,6 +100,21 @@ class BroadcastFigures(_Rates):
 
 
 @dataclass(frozen=True)
+class Bookings:
+    """The goal reached: people of the cohort who booked a consultation (by the webhook, the CLI or
+    an import; unmatched bookings are nobody's and are not here), and what each is credited to.
+    A person counts once, by their first booking."""
+
+    booked: int = 0
+    after_click: int = 0  # of them, clicked the consultation link (in any email) before booking
+    # Message key -> people whose booking is credited to that email: the last marketing email
+    # (sequence step or newsletter) sent to them before they booked.
+    by_last_email: dict[str, int] = field(default_factory=dict)
+    # Message key -> people whose last click on the consultation link before booking was in that email.
+    by_click: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Funnel:
     since: datetime | None
     sequence: str
@@ -108,10 +124,16 @@ class Funnel:
     goal: int  # people of the cohort who clicked the consultation link (from any email)
     steps: list[StepFigures] = field(default_factory=list)
     broadcasts: list[BroadcastFigures] = field(default_factory=list)
+    bookings: Bookings = field(default_factory=Bookings)
 
     @property
     def confirm_rate(self) -> float | None:
         return _rate(self.confirmed, self.signups)
+
+    @property
+    def booking_rate(self) -> float | None:
+        """Bookings per confirmed subscriber: the goal the sequence is for."""
+        return _rate(self.bookings.booked, self.confirmed)
 
     @property
     def goal_rate(self) -> float | None:
@@ -135,6 +157,7 @@ class Funnel:
             "steps": [asdict(s) | rates(s, ("click", "unsubscribe")) for s in self.steps],
             "broadcasts": [asdict(b) | {"send_at": _iso(b.send_at)} | rates(b, ("click", "unsubscribe"))
                            for b in self.broadcasts],
+            "bookings": asdict(self.bookings) | {"booking_rate": _round(self.booking_rate)},
         }
 
 
@@ -193,7 +216,46 @@ def funnel(session: Session, *, since: datetime | None, sequence: Sequence, cons
         counts = {k: v for k, v in per_key.get(key, {}).items() if k != "goal_clickers"}
         figures.append(BroadcastFigures(b.id, b.template, b.audience, b.status, b.send_at, b.recipients,
                                         b.track_opens, **counts, unsubscribed=unsubscribed.get(key, 0)))
-    return Funnel(since, sequence.name, consultation_url, signups, confirmed, goal, steps, figures)
+    bookings = _bookings(session, in_cohort, goal_click)
+    return Funnel(since, sequence.name, consultation_url, signups, confirmed, goal, steps, figures, bookings)
+
+
+def _bookings(session: Session, in_cohort, goal_click) -> Bookings:
+    """People who booked, and the email each booking is credited to, two ways: the last marketing
+    email sent before the booking (as an unsubscribe is credited), and the email whose
+    consultation link they last clicked before it. A handful of queries, whatever the list size."""
+    first = (select(Goal.subscriber_id.label("subscriber_id"), func.min(Goal.booked_at).label("booked_at"))
+             .where(Goal.subscriber_id.is_not(None)).group_by(Goal.subscriber_id).subquery())
+    last_email = (
+        select(OutboxMessage.id)
+        .where(OutboxMessage.subscriber_id == first.c.subscriber_id, OutboxMessage.sent_at.is_not(None),
+               OutboxMessage.sent_at <= first.c.booked_at,
+               or_(*(OutboxMessage.key.startswith(prefix) for prefix in MARKETING_PREFIXES)))
+        .order_by(OutboxMessage.sent_at.desc(), OutboxMessage.id.desc()).limit(1)
+        .correlate(first).scalar_subquery()
+    )
+    last_click = (
+        select(Event.outbox_id)
+        .join(OutboxMessage, OutboxMessage.id == Event.outbox_id)
+        .where(OutboxMessage.subscriber_id == first.c.subscriber_id, goal_click,
+               Event.created_at <= first.c.booked_at)
+        .order_by(Event.created_at.desc(), Event.id.desc()).limit(1)
+        .correlate(first).scalar_subquery()
+    )
+    credited = select(first.c.subscriber_id, last_email.label("email_id"), last_click.label("click_id"))
+    credited = credited.join(Subscriber, Subscriber.id == first.c.subscriber_id)
+    if in_cohort is not None:
+        credited = credited.where(in_cohort)
+    credited = credited.subquery()
+    booked, after_click = session.execute(
+        select(func.count(), func.count(credited.c.click_id)).select_from(credited)).one()
+
+    def per_key(column) -> dict[str, int]:
+        rows = session.execute(select(OutboxMessage.key, func.count(distinct(credited.c.subscriber_id)))
+                               .join(OutboxMessage, OutboxMessage.id == column).group_by(OutboxMessage.key))
+        return {key: count for key, count in rows}
+
+    return Bookings(booked, after_click, per_key(credited.c.email_id), per_key(credited.c.click_id))
 
 
 def _is_goal(url: str):
