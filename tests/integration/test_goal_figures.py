@@ -99,7 +99,25 @@ def scene(runtime):
 def figures(runtime, since):
     sequence = load_sequences(TEMPLATES)["nurture"]
     with runtime.sessions() as session:
-        return funnel_figures.funnel(session, since=since, sequence=sequence, consultation_url=CONSULTATION)
+        return funnel_figures.with_bookings(
+            session, funnel_figures.funnel(session, since=since, sequence=sequence, consultation_url=CONSULTATION))
+
+
+def test_the_bookings_take_one_query(scene):
+    from sqlalchemy import event
+
+    statements = []
+
+    def seen(_conn, _cursor, statement, *_rest):
+        statements.append(statement)
+
+    event.listen(scene.engine, "before_cursor_execute", seen)
+    try:
+        with scene.sessions() as session:
+            funnel_figures.bookings(session, since=JOINED, consultation_url=CONSULTATION)
+    finally:
+        event.remove(scene.engine, "before_cursor_execute", seen)
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
 
 
 def test_bookings_are_counted_and_credited_as_counted_by_hand(scene):

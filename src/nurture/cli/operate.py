@@ -219,6 +219,7 @@ def stats(
             funnel = funnel_figures.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url,
                                     trackable=funnel_figures.trackable_links(rt.renderer, (st.template for st in sequence.steps),
                                                                       track_clicks=s.track_clicks))
+            funnel = funnel_figures.with_bookings(session, funnel)
             trouble = reports.problems(session)
     except TemplateFormatError as exc:
         raise Fail(str(exc)) from None

@@ -17,7 +17,7 @@ Counting is done by the database with GROUP BY, a handful of queries whatever th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import and_, case, distinct, func, or_, select
@@ -27,7 +27,8 @@ from nurture.content.sequences import Sequence
 from nurture.message_key import BROADCAST_PREFIX, MARKETING_PREFIXES, MessageKey
 from nurture.models import Broadcast, Event, Goal, OutboxMessage, OutboxState, Status, Subscriber
 
-__all__ = ["Bookings", "BroadcastFigures", "Funnel", "StepFigures", "funnel", "trackable_links"]
+__all__ = ["Bookings", "BroadcastFigures", "Funnel", "StepFigures", "bookings", "funnel", "trackable_links",
+           "with_bookings"]
 
 # Confirmed and still wanting the series: the steps not sent to them yet are still to come.
 _IN_SERIES = and_(Subscriber.status == Status.confirmed, Subscriber.wants_series.is_(True),
@@ -216,18 +217,24 @@ def funnel(session: Session, *, since: datetime | None, sequence: Sequence, cons
         counts = {k: v for k, v in per_key.get(key, {}).items() if k != "goal_clickers"}
         figures.append(BroadcastFigures(b.id, b.template, b.audience, b.status, b.send_at, b.recipients,
                                         b.track_opens, **counts, unsubscribed=unsubscribed.get(key, 0)))
-    bookings = _bookings(session, in_cohort, goal_click)
-    return Funnel(since, sequence.name, consultation_url, signups, confirmed, goal, steps, figures, bookings)
+    return Funnel(since, sequence.name, consultation_url, signups, confirmed, goal, steps, figures)
 
 
-def _bookings(session: Session, in_cohort, goal_click) -> Bookings:
-    """People who booked, and the email each booking is credited to, two ways: the last marketing
-    email sent before the booking (as an unsubscribe is credited), and the email whose
-    consultation link they last clicked before it. A handful of queries, whatever the list size."""
+def with_bookings(session: Session, figures: Funnel) -> Funnel:
+    """``figures`` with its :class:`Bookings` filled in (one more query), for the same cohort.
+    Kept apart from :func:`funnel` so the funnel itself stays the handful of queries it is."""
+    return replace(figures, bookings=bookings(session, since=figures.since, consultation_url=figures.consultation_url))
+
+
+def bookings(session: Session, *, since: datetime | None, consultation_url: str) -> Bookings:
+    """People of the cohort who booked, and the email each booking is credited to, two ways: the
+    last marketing email sent before the booking (as an unsubscribe is credited), and the email
+    whose consultation link they last clicked before it. One query, grouped by the pair of
+    credited emails, whatever the list size."""
     first = (select(Goal.subscriber_id.label("subscriber_id"), func.min(Goal.booked_at).label("booked_at"))
              .where(Goal.subscriber_id.is_not(None)).group_by(Goal.subscriber_id).subquery())
     last_email = (
-        select(OutboxMessage.id)
+        select(OutboxMessage.key)
         .where(OutboxMessage.subscriber_id == first.c.subscriber_id, OutboxMessage.sent_at.is_not(None),
                OutboxMessage.sent_at <= first.c.booked_at,
                or_(*(OutboxMessage.key.startswith(prefix) for prefix in MARKETING_PREFIXES)))
@@ -235,27 +242,30 @@ def _bookings(session: Session, in_cohort, goal_click) -> Bookings:
         .correlate(first).scalar_subquery()
     )
     last_click = (
-        select(Event.outbox_id)
-        .join(OutboxMessage, OutboxMessage.id == Event.outbox_id)
-        .where(OutboxMessage.subscriber_id == first.c.subscriber_id, goal_click,
-               Event.created_at <= first.c.booked_at)
+        select(OutboxMessage.key)
+        .select_from(Event).join(OutboxMessage, OutboxMessage.id == Event.outbox_id)
+        .where(OutboxMessage.subscriber_id == first.c.subscriber_id, Event.kind == "clicked",
+               _is_goal(consultation_url), Event.created_at <= first.c.booked_at)
         .order_by(Event.created_at.desc(), Event.id.desc()).limit(1)
         .correlate(first).scalar_subquery()
     )
-    credited = select(first.c.subscriber_id, last_email.label("email_id"), last_click.label("click_id"))
-    credited = credited.join(Subscriber, Subscriber.id == first.c.subscriber_id)
-    if in_cohort is not None:
-        credited = credited.where(in_cohort)
+    credited = (select(first.c.subscriber_id, last_email.label("email_key"), last_click.label("click_key"))
+                .join(Subscriber, Subscriber.id == first.c.subscriber_id))
+    if since is not None:
+        credited = credited.where(Subscriber.created_at >= since)
     credited = credited.subquery()
-    booked, after_click = session.execute(
-        select(func.count(), func.count(credited.c.click_id)).select_from(credited)).one()
-
-    def per_key(column) -> dict[str, int]:
-        rows = session.execute(select(OutboxMessage.key, func.count(distinct(credited.c.subscriber_id)))
-                               .join(OutboxMessage, OutboxMessage.id == column).group_by(OutboxMessage.key))
-        return {key: count for key, count in rows}
-
-    return Bookings(booked, after_click, per_key(credited.c.email_id), per_key(credited.c.click_id))
+    figures = Bookings()
+    booked = after_click = 0
+    pairs = session.execute(select(credited.c.email_key, credited.c.click_key, func.count())
+                            .group_by(credited.c.email_key, credited.c.click_key))
+    for email_key, click_key, people in pairs:
+        booked += people
+        if email_key is not None:
+            figures.by_last_email[email_key] = figures.by_last_email.get(email_key, 0) + people
+        if click_key is not None:
+            after_click += people
+            figures.by_click[click_key] = figures.by_click.get(click_key, 0) + people
+    return replace(figures, booked=booked, after_click=after_click)
 
 
 def _is_goal(url: str):

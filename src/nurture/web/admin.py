@@ -151,6 +151,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
                                     consultation_url=settings.consultation_url,
                                     trackable=funnel_figures.trackable_links(runtime.renderer, (s.template for s in sequence.steps),
                                                                       track_clicks=settings.track_clicks))
+            funnel = funnel_figures.with_bookings(session, funnel)
             per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now, zone=settings.timezone)
             deliveries = reports.recent_deliveries(session, LIST_LIMIT)
             waiting = reports.upcoming(session, now=now, limit=LIST_LIMIT)
