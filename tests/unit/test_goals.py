@@ -113,3 +113,14 @@ def test_external_ids(value, ok):
 def test_an_unknown_source_is_a_programming_error(sessions):
     with pytest.raises(ValueError):
         book(sessions, "ann@example.com", source="carrier-pigeon")
+
+
+def test_a_persons_bookings_are_in_their_personal_data_export(sessions):
+    from nurture.people.data_rights import export_personal
+
+    confirmed(sessions, "ann@example.com", T0)
+    book(sessions, "ann@example.com", source="webhook", external_id="bk_7")
+    with sessions() as session:
+        assert export_personal(session, "ann@example.com")["bookings"] == [
+            {"goal": "booked", "booked_at": "2026-12-01T15:00:00+00:00", "received_at": "2026-12-01T15:00:00+00:00",
+             "source": "webhook", "external_id": "bk_7"}]
