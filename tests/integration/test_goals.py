@@ -65,7 +65,7 @@ def ledger(rt) -> list[tuple]:
         return [tuple(r) for r in session.execute(select(ConsentEvent.id, ConsentEvent.kind, ConsentEvent.scope))]
 
 
-def sent_keys(transport_or_rt, rt=None) -> list[str]:
+def sent_keys(rt) -> list[str]:
     with rt.sessions() as session:
         return list(session.scalars(select(OutboxMessage.key).where(OutboxMessage.state == OutboxState.sent)
                                     .order_by(OutboxMessage.id)))
@@ -86,7 +86,7 @@ def plan(rt, now):
 def test_a_signed_booking_cancels_the_queued_step_and_nothing_more_is_planned(rt, client, clock, memory_transport):
     sid = confirmed(rt.sessions, "pat@example.com", START)
     rt.sender().run_pass(START)
-    assert sent_keys(None, rt) == ["seq:nurture:welcome-history"]
+    assert sent_keys(rt) == ["seq:nurture:welcome-history"]
     step_two = START + 2 * DAY
     assert plan(rt, step_two) == 1  # "how it may work" is queued, not yet sent
     before = ledger(rt)
@@ -111,7 +111,7 @@ def test_a_signed_booking_cancels_the_queued_step_and_nothing_more_is_planned(rt
         from nurture.sending.journey import replan_everyone
         replan_everyone(session)
     rt.sender().run_pass(step_two + 22 * DAY)
-    assert sent_keys(None, rt) == ["seq:nurture:welcome-history"]
+    assert sent_keys(rt) == ["seq:nurture:welcome-history"]
     assert ledger(rt) == before
 
     # The newsletter still goes to them.
@@ -121,7 +121,7 @@ def test_a_signed_booking_cancels_the_queued_step_and_nothing_more_is_planned(rt
                                   audience="all", send_at=step_two + 23 * DAY, now=step_two + 23 * DAY,
                                   sequence=planner.sequence(), window=planner.window).id
     rt.sender().run_pass(step_two + 23 * DAY)
-    assert sent_keys(None, rt)[-1] == f"bcast:{issue}"
+    assert sent_keys(rt)[-1] == f"bcast:{issue}"
     assert [r for _, r, _ in memory_transport.sent][-1] == "pat@example.com"
     assert ledger(rt) == before
 
@@ -238,7 +238,7 @@ def test_a_pending_person_who_books_never_gets_the_series(rt, client):
         subscribers.confirm(session, sid, 1, now=START + timedelta(hours=1), request=REQUEST)
     for day in range(8):
         rt.sender().run_pass(START + timedelta(hours=1) + day * DAY)
-    assert [k for k in sent_keys(None, rt) if k.startswith("seq:")] == []
+    assert [k for k in sent_keys(rt) if k.startswith("seq:")] == []
 
 
 def test_explain_and_the_preferences_page_say_the_series_ended(rt, client, clock):
