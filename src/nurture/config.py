@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     # /metrics for a Prometheus scraper that should not hold the admin password (bearer token).
     metrics_token: SecretStr | None = None
+    # Shared with the clinic's booking system, which signs POST /hooks/booking with it; unset: that
+    # endpoint does not exist (404).
+    booking_webhook_secret: SecretStr | None = None
     log_level: str = "INFO"
     # "json": one JSON object per log line, for a log shipper; "text" for people.
     log_format: Literal["text", "json"] = "text"
@@ -211,7 +214,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a bare address such as bounces@clinic.example, with no display name")
         return address
 
-    @field_validator("secret_key", "metrics_token", mode="before")
+    @field_validator("secret_key", "metrics_token", "booking_webhook_secret", mode="before")
     @classmethod
     def _blank_secret(cls, value: object) -> object:
         # An empty NURTURE_SECRET_KEY= line means unset, never "sign with the empty key" (nor

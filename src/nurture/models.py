@@ -233,6 +233,33 @@ class TemplateVersion(Base):
     first_sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class Goal(Base):
+    """A person reached the sequence's goal (booked a consultation): one row per booking, from the
+    booking system's webhook, ``nurture goal booked`` or an import. Its first row for a person ends
+    their sequence (people.goals). A booking for an address nobody subscribed with is kept
+    unmatched: no subscriber, and instead of the address its keyed hash and a masked hint."""
+
+    __tablename__ = "goals"
+    __table_args__ = (
+        # A booking system's event id is recorded once: a retried or replayed delivery adds nothing.
+        UniqueConstraint("source", "external_id", name="uq_goals_source_external_id"),
+        # The same person booked at the same instant is the same booking, whichever way it came in.
+        UniqueConstraint("email_hash", "booked_at", name="uq_goals_email_booked_at"),
+        Index("ix_goals_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    goal: Mapped[str] = mapped_column(String(32))  # "booked": the one goal there is for now
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
+    # Keyed like Subscriber.email_hash (the tombstone pepper), so it matches that person's row.
+    email_hash: Mapped[str] = mapped_column(String(64), index=True)
+    email_hint: Mapped[str | None] = mapped_column(String(80))  # unmatched only: "j•••@example.com"
+    source: Mapped[str] = mapped_column(String(16))  # webhook, cli, import
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    booked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 TOMBSTONE_PEPPER = "tombstone_pepper"
 
 

@@ -1,13 +1,15 @@
 """Signed webhooks, both ways: the one HMAC-SHA256 scheme for what nurture sends and receives.
 
 A request carries ``Nurture-Signature: t=<unix seconds>,v1=<hex>``, where the hex is
-HMAC-SHA256(secret, ``"<t>." + raw body``), as Stripe's webhooks do. The timestamp is inside the
-signed text, so a captured request cannot be replayed later with a fresh one; the receiver refuses
-a timestamp outside its window (five minutes by default) and compares in constant time. Several
-``v1=`` entries may appear (a sender between two secrets); one match is enough.
+HMAC-SHA256(secret, ``"<t>." + raw body``), as Stripe's and GitHub's webhooks do. The timestamp
+is inside the signed text, so a captured request can be replayed only within the receiver's
+window (five minutes by default, either way); what a replay within it does is the receiver's
+business (the booking hook records nothing twice: its event id is unique). Several ``v1=``
+entries may appear (a sender between two secrets); one match is enough. Comparisons are
+constant-time.
 
 Outgoing deliveries (:mod:`nurture.people.webhook_delivery`) sign with :func:`sign`; the inbound
-booking webhook checks with :func:`verify`. Time is passed in.
+booking webhook (:mod:`nurture.web.routes_hooks`) checks with :func:`check`. Time is passed in.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ TIMESTAMP_HEADER = "Nurture-Timestamp"
 EVENT_ID_HEADER = "Nurture-Event-Id"
 DEFAULT_WINDOW = timedelta(minutes=5)
 _SCHEME = "v1"
+_MAX_HEADER = 1024
+
+
+class BadSignature(Exception):
+    """The request is not signed with our secret, or not now: the message says which, in words
+    safe to send back (never the expected value)."""
 
 
 def signature(secret: str, body: bytes, timestamp: int) -> str:
@@ -35,20 +43,36 @@ def sign(secret: str, body: bytes, now: datetime) -> str:
     return f"t={timestamp},{_SCHEME}={signature(secret, body, timestamp)}"
 
 
+def check(secret: str, body: bytes, header: str | None, now: datetime, window: timedelta = DEFAULT_WINDOW) -> int:
+    """The timestamp of ``header`` when it proves that ``body`` was signed with ``secret`` within
+    ``window`` of ``now``; else BadSignature saying why (missing or malformed header, a time too
+    far from now either way, or no ``v1`` that is the MAC of this body at that time)."""
+    if not header:
+        raise BadSignature(f"the request is not signed (no {SIGNATURE_HEADER} header)")
+    if len(header) > _MAX_HEADER:
+        raise BadSignature(f"the {SIGNATURE_HEADER} header is too long")
+    timestamp, candidates = _parse(header)
+    skew = abs(now.timestamp() - timestamp)
+    if skew > window.total_seconds():
+        raise BadSignature(f"the signature's timestamp is {int(skew)} s away from now "
+                           f"(at most {int(window.total_seconds())} s are accepted)")
+    expected = signature(secret, body, timestamp).encode("ascii")
+    # Every candidate is compared, so the time taken says nothing about which one was close.
+    matched = False
+    for candidate in candidates:
+        matched |= hmac.compare_digest(expected, candidate.encode("ascii", "replace"))
+    if not matched:
+        raise BadSignature("the signature does not match the body")
+    return timestamp
+
+
 def why_invalid(secret: str, body: bytes, header: str | None, now: datetime,
                 window: timedelta = DEFAULT_WINDOW) -> str | None:
-    """Why ``header`` does not prove that ``body`` was signed with ``secret`` within ``window``
-    of ``now`` (one short reason), or None when it does."""
-    if not header:
-        return "no signature"
-    timestamp, candidates = _parse(header)
-    if timestamp is None or not candidates:
-        return "malformed signature header"
-    if abs(now.timestamp() - timestamp) > window.total_seconds():
-        return "timestamp outside the allowed window"
-    expected = signature(secret, body, timestamp)
-    if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
-        return "signature does not match"
+    """Why ``header`` does not prove ``body`` (one short reason), or None when it does."""
+    try:
+        check(secret, body, header, now, window)
+    except BadSignature as exc:
+        return str(exc)
     return None
 
 
@@ -57,13 +81,19 @@ def verify(secret: str, body: bytes, header: str | None, now: datetime, window: 
     return why_invalid(secret, body, header, now, window) is None
 
 
-def _parse(header: str) -> tuple[int | None, list[str]]:
+def _parse(header: str) -> tuple[int, list[str]]:
     timestamp: int | None = None
     candidates: list[str] = []
     for part in header.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit() and len(value) <= 12:
+        name, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        if name == "t":
+            if not value.isascii() or not value.isdigit() or len(value) > 12:
+                raise BadSignature(f"the {SIGNATURE_HEADER} header's t= is not a unix time")
             timestamp = int(value)
-        elif name == _SCHEME and value:
+        elif name == _SCHEME:
             candidates.append(value.strip().lower())
+    if timestamp is None or not candidates:
+        raise BadSignature(f"the {SIGNATURE_HEADER} header must look like t=<unix time>,v1=<hex>")
     return timestamp, candidates

@@ -27,23 +27,22 @@ def test_what_is_signed_verifies_within_the_window():
 
 def test_a_changed_body_secret_or_timestamp_is_refused():
     header = sign(SECRET, BODY, AT)
-    assert why_invalid(SECRET, BODY + b" ", header, AT) == "signature does not match"
-    assert why_invalid("whsec_other", BODY, header, AT) == "signature does not match"
+    assert "does not match" in why_invalid(SECRET, BODY + b" ", header, AT)
+    assert "does not match" in why_invalid("whsec_other", BODY, header, AT)
     moved = header.replace("t=1767225600", "t=1767225601")  # a fresh timestamp on an old signature
-    assert why_invalid(SECRET, BODY, moved, AT) == "signature does not match"
+    assert "does not match" in why_invalid(SECRET, BODY, moved, AT)
 
 
 def test_a_stale_signature_is_refused_even_when_it_matches():
     header = sign(SECRET, BODY, AT)
-    assert why_invalid(SECRET, BODY, header, AT + timedelta(minutes=5, seconds=1)) == \
-        "timestamp outside the allowed window"
+    assert "away from now" in why_invalid(SECRET, BODY, header, AT + timedelta(minutes=5, seconds=1))
     assert verify(SECRET, BODY, header, AT + timedelta(minutes=30), window=timedelta(hours=1))
 
 
 def test_missing_or_malformed_headers_are_refused_without_raising():
     for header in (None, "", "v1=abc", "t=abc,v1=abc", "t=1767225600", "garbage", "t=99999999999999999999,v1=00"):
         assert not verify(SECRET, BODY, header, AT), header
-    assert why_invalid(SECRET, BODY, None, AT) == "no signature"
+    assert "not signed" in why_invalid(SECRET, BODY, None, AT)
 
 
 def test_any_one_of_several_signatures_may_match():

@@ -284,6 +284,7 @@ def stats(
             funnel = funnel_figures.funnel(session, since=start, sequence=sequence, consultation_url=s.consultation_url,
                                     trackable=funnel_figures.trackable_links(rt.renderer, (st.template for st in sequence.steps),
                                                                       track_clicks=s.track_clicks))
+            funnel = funnel_figures.with_bookings(session, funnel)
             trouble = reports.problems(session)
     except TemplateFormatError as exc:
         raise Fail(str(exc)) from None
@@ -307,6 +308,12 @@ def stats(
         table.add_row(str(step.position + 1), step.key, str(step.sent), str(step.not_yet_due), str(step.stopped),
                       *clicks, str(step.goal_clickers), str(step.unsubscribed), str(step.bounced))
     out.print(table)
+    booked = funnel.bookings
+    out.print(f"booked a consultation {booked.booked} ({pct(funnel.booking_rate)} of confirmed), "
+              f"{booked.after_click} after clicking the consultation link · credited to the last email before "
+              "booking: " + (", ".join(f"{key} {n}" for key, n in sorted(booked.by_last_email.items())) or "–")
+              + " · to the consultation link clicked last: "
+              + (", ".join(f"{key} {n}" for key, n in sorted(booked.by_click.items())) or "–"), highlight=False)
     out.print("not yet due: still in the series, it comes on its day · stopped: left, bounced, or that email failed · "
               "no links: nothing in that email to click but the unsubscribe links and the shared footer", highlight=False)
     if trouble:

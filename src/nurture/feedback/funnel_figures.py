@@ -2,7 +2,8 @@
 
 What ``since`` means: the funnel follows a *cohort*, the people who signed up at or after
 ``since`` (everybody when it is None): how many confirmed, how many were sent each step, clicked,
-unsubscribed after it, bounced, and reached the goal (clicked the consultation link). Newsletter
+unsubscribed after it, bounced, and clicked the consultation link; and who booked a consultation
+(the goal the sequence is for, recorded by people.goals), credited to an email. Newsletter
 issues are not tied to a cohort: the broadcasts listed are those due at or after ``since``, with
 all their recipients.
 
@@ -16,7 +17,7 @@ Counting is done by the database with GROUP BY, a handful of queries whatever th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import and_, case, distinct, func, or_, select
@@ -24,9 +25,10 @@ from sqlalchemy.orm import Session
 
 from nurture.content.sequences import Sequence
 from nurture.message_key import BROADCAST_PREFIX, MARKETING_PREFIXES, MessageKey
-from nurture.models import Broadcast, Event, OutboxMessage, OutboxState, Status, Subscriber
+from nurture.models import Broadcast, Event, Goal, OutboxMessage, OutboxState, Status, Subscriber
 
-__all__ = ["BroadcastFigures", "Funnel", "StepFigures", "funnel", "trackable_links"]
+__all__ = ["Bookings", "BroadcastFigures", "Funnel", "StepFigures", "bookings", "funnel", "trackable_links",
+           "with_bookings"]
 
 # Confirmed and still wanting the series: the steps not sent to them yet are still to come.
 _IN_SERIES = and_(Subscriber.status == Status.confirmed, Subscriber.wants_series.is_(True),
@@ -99,6 +101,21 @@ class BroadcastFigures(_Rates):
 
 
 @dataclass(frozen=True)
+class Bookings:
+    """The goal reached: people of the cohort who booked a consultation (by the webhook, the CLI or
+    an import; unmatched bookings are nobody's and are not here), and what each is credited to.
+    A person counts once, by their first booking."""
+
+    booked: int = 0
+    after_click: int = 0  # of them, clicked the consultation link (in any email) before booking
+    # Message key -> people whose booking is credited to that email: the last marketing email
+    # (sequence step or newsletter) sent to them before they booked.
+    by_last_email: dict[str, int] = field(default_factory=dict)
+    # Message key -> people whose last click on the consultation link before booking was in that email.
+    by_click: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Funnel:
     since: datetime | None
     sequence: str
@@ -108,10 +125,16 @@ class Funnel:
     goal: int  # people of the cohort who clicked the consultation link (from any email)
     steps: list[StepFigures] = field(default_factory=list)
     broadcasts: list[BroadcastFigures] = field(default_factory=list)
+    bookings: Bookings = field(default_factory=Bookings)
 
     @property
     def confirm_rate(self) -> float | None:
         return _rate(self.confirmed, self.signups)
+
+    @property
+    def booking_rate(self) -> float | None:
+        """Bookings per confirmed subscriber: the goal the sequence is for."""
+        return _rate(self.bookings.booked, self.confirmed)
 
     @property
     def goal_rate(self) -> float | None:
@@ -135,6 +158,7 @@ class Funnel:
             "steps": [asdict(s) | rates(s, ("click", "unsubscribe")) for s in self.steps],
             "broadcasts": [asdict(b) | {"send_at": _iso(b.send_at)} | rates(b, ("click", "unsubscribe"))
                            for b in self.broadcasts],
+            "bookings": asdict(self.bookings) | {"booking_rate": _round(self.booking_rate)},
         }
 
 
@@ -194,6 +218,54 @@ def funnel(session: Session, *, since: datetime | None, sequence: Sequence, cons
         figures.append(BroadcastFigures(b.id, b.template, b.audience, b.status, b.send_at, b.recipients,
                                         b.track_opens, **counts, unsubscribed=unsubscribed.get(key, 0)))
     return Funnel(since, sequence.name, consultation_url, signups, confirmed, goal, steps, figures)
+
+
+def with_bookings(session: Session, figures: Funnel) -> Funnel:
+    """``figures`` with its :class:`Bookings` filled in (one more query), for the same cohort.
+    Kept apart from :func:`funnel` so the funnel itself stays the handful of queries it is."""
+    return replace(figures, bookings=bookings(session, since=figures.since, consultation_url=figures.consultation_url))
+
+
+def bookings(session: Session, *, since: datetime | None, consultation_url: str) -> Bookings:
+    """People of the cohort who booked, and the email each booking is credited to, two ways: the
+    last marketing email sent before the booking (as an unsubscribe is credited), and the email
+    whose consultation link they last clicked before it. One query, grouped by the pair of
+    credited emails, whatever the list size."""
+    first = (select(Goal.subscriber_id.label("subscriber_id"), func.min(Goal.booked_at).label("booked_at"))
+             .where(Goal.subscriber_id.is_not(None)).group_by(Goal.subscriber_id).subquery())
+    last_email = (
+        select(OutboxMessage.key)
+        .where(OutboxMessage.subscriber_id == first.c.subscriber_id, OutboxMessage.sent_at.is_not(None),
+               OutboxMessage.sent_at <= first.c.booked_at,
+               or_(*(OutboxMessage.key.startswith(prefix) for prefix in MARKETING_PREFIXES)))
+        .order_by(OutboxMessage.sent_at.desc(), OutboxMessage.id.desc()).limit(1)
+        .correlate(first).scalar_subquery()
+    )
+    last_click = (
+        select(OutboxMessage.key)
+        .select_from(Event).join(OutboxMessage, OutboxMessage.id == Event.outbox_id)
+        .where(OutboxMessage.subscriber_id == first.c.subscriber_id, Event.kind == "clicked",
+               _is_goal(consultation_url), Event.created_at <= first.c.booked_at)
+        .order_by(Event.created_at.desc(), Event.id.desc()).limit(1)
+        .correlate(first).scalar_subquery()
+    )
+    credited = (select(first.c.subscriber_id, last_email.label("email_key"), last_click.label("click_key"))
+                .join(Subscriber, Subscriber.id == first.c.subscriber_id))
+    if since is not None:
+        credited = credited.where(Subscriber.created_at >= since)
+    credited = credited.subquery()
+    figures = Bookings()
+    booked = after_click = 0
+    pairs = session.execute(select(credited.c.email_key, credited.c.click_key, func.count())
+                            .group_by(credited.c.email_key, credited.c.click_key))
+    for email_key, click_key, people in pairs:
+        booked += people
+        if email_key is not None:
+            figures.by_last_email[email_key] = figures.by_last_email.get(email_key, 0) + people
+        if click_key is not None:
+            after_click += people
+            figures.by_click[click_key] = figures.by_click.get(click_key, 0) + people
+    return replace(figures, booked=booked, after_click=after_click)
 
 
 def _is_goal(url: str):

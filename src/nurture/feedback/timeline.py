@@ -1,6 +1,6 @@
 """One subscriber's story, for `nurture explain EMAIL` and the dashboard's search box:
-what was sent when (Message-ID, server reply), what comes next and when in their local time,
-or why nothing will."""
+what was sent when (Message-ID, server reply), clicks, bookings of a consultation (the goal),
+what comes next and when in their local time, or why nothing will."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from nurture.feedback.reports import shown_reason
 from nurture.message_key import MARKETING_PREFIXES, Kind, MessageKey
 from nurture.models import ConsentEvent, Event, OutboxMessage, Status, Subscriber
 from nurture.people.address_hashes import find_by_email
+from nurture.people.goals import bookings_of, reached_goal
 from nurture.sending.journey import Planner, marketing_history, next_send
 from nurture.sending.messages import message_id, sender_domain
 
@@ -71,6 +72,10 @@ def build_timeline(
         about = keys.get(event.outbox_id, "")
         detail = event.detail or "" if event.kind == "clicked" else "the open pixel loaded"
         timeline.entries.append(Entry(event.created_at, f"{event.kind}{' · ' + about if about else ''}", detail))
+    for goal in bookings_of(session, subscriber.id):
+        external = f" (id {goal.external_id})" if goal.external_id else ""
+        timeline.entries.append(Entry(goal.booked_at, "goal · booked a consultation",
+                                      f"via {goal.source}{external}, received {goal.received_at:%Y-%m-%d %H:%M} UTC"))
     timeline.entries.sort(key=lambda e: e.at)
     _explain_next(session, timeline, subscriber, rows, now, planner)
     return timeline
@@ -98,6 +103,11 @@ def _explain_next(
     if waiting:
         # Queued or being retried: that message is what comes next, at its own time.
         timeline.next_step, timeline.next_at = _label(waiting[0].key), max(waiting[0].due_at, now)
+        return
+    booked = reached_goal(session, subscriber.id)
+    if booked is not None:
+        timeline.why_nothing = (f"booked a consultation on {booked:%Y-%m-%d %H:%M} UTC, which ended the series; "
+                                + ("receives the newsletter" if subscriber.wants_newsletter else "stopped the newsletter"))
         return
     try:
         sequence = planner.sequence()

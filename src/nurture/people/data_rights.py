@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from nurture.message_key import ALL_PREFIXES, Kind, MessageKey
 from nurture.models import Broadcast, ConsentEvent, Event, OutboxMessage, Status
 from nurture.people.address_hashes import find_by_email, stored_hash
+from nurture.people.goals import bookings_of
 from nurture.people.validation import normalise_email
 from nurture.people.webhook_events import forget as forget_webhook_events
 from nurture.sending import outbox
@@ -115,6 +116,11 @@ def export_personal(session: Session, email: str) -> dict[str, Any] | None:
         "broadcasts": [
             {"id": b.id, "template": b.template, "send_at": _time(b.send_at), "status": b.status}
             for b in broadcasts
+        ],
+        "bookings": [
+            {"goal": g.goal, "booked_at": _time(g.booked_at), "received_at": _time(g.received_at),
+             "source": g.source, "external_id": g.external_id}
+            for g in bookings_of(session, sid)
         ],
     }
 

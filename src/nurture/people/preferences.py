@@ -18,6 +18,7 @@ from nurture.content.sequences import Sequence
 from nurture.message_key import SEQUENCE_PREFIX
 from nurture.models import OutboxMessage, OutboxState, Status, Subscriber
 from nurture.people.consent_ledger import RequestInfo
+from nurture.people.goals import reached_goal
 from nurture.people.subscribers import may_resume, resume, unsubscribe
 from nurture.sending.journey import key_of, next_step
 
@@ -55,6 +56,7 @@ class Preferences:
     steps_sent: int
     steps_total: int | None  # None: the sequence cannot be read right now
     changes: tuple[Change, ...]
+    booked: bool = False  # they booked a consultation, which ended the series
 
     @property
     def receives_anything(self) -> bool:
@@ -92,6 +94,9 @@ def preferences_of(session: Session, subscriber: Subscriber, sequence: Sequence 
     else:
         steps_left = in_flight or next_step(sequence, had) is not None
         total, sent = len(sequence.steps), sum(key_of(step) in sent_keys for step in sequence.steps)
+    # Booking a consultation ends the series (people.goals): it is over, not stopped, and not resumable.
+    booked = reached_goal(session, subscriber.id) is not None
+    steps_left = steps_left and not booked
 
     status = subscriber.status
     confirmed = status is Status.confirmed
@@ -120,7 +125,7 @@ def preferences_of(session: Session, subscriber: Subscriber, sequence: Sequence 
             changes.append(Change.resume_series)
         if not newsletter:
             changes.append(Change.resume_newsletter)
-    return Preferences(status, series, newsletter, sent, total, tuple(changes))
+    return Preferences(status, series, newsletter, sent, total, tuple(changes), booked)
 
 
 def may_unsubscribe(session: Session, subscriber_id: int) -> bool:

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from nurture.content.sequences import Sequence, Step, TemplateFormatError, load_sequences
 from nurture.db import insert_or_not
 from nurture.message_key import BROADCAST_PREFIX, MARKETING_PREFIXES, SEQUENCE_PREFIX, MessageKey
-from nurture.models import NEVER, UNPLANNED, OutboxMessage, PlannerState, Status, Subscriber
+from nurture.models import NEVER, UNPLANNED, Goal, OutboxMessage, PlannerState, Status, Subscriber
 from nurture.sending import outbox
 
 log = logging.getLogger(__name__)
@@ -195,10 +195,17 @@ class Planner:
         return self._plan_page(session, sequence, people, now), len(people) == PLAN_PAGE
 
     def _plan_page(self, session: Session, sequence: Sequence, people, now: datetime) -> int:
-        history = marketing_history(session, now, ids=[sid for sid, _, _ in people])
+        ids = [sid for sid, _, _ in people]
+        history = marketing_history(session, now, ids=ids)
+        # A person who booked a consultation has reached the sequence's goal: nothing more is
+        # planned for them, however they came to be planned again (people.goals ends it).
+        booked = set(session.scalars(select(Goal.subscriber_id).where(Goal.subscriber_id.in_(ids))))
         rows = []
         next_due = []
         for sid, confirmed_at, zone_name in people:
+            if sid in booked:
+                next_due.append({"sid": sid, "due": NEVER})
+                continue
             zone = ZoneInfo(zone_name)
             done = history.done.get(sid, set())
             last = history.last.get(sid)

@@ -308,11 +308,12 @@ def release(session: Session, *, worker: str, ids: Iterable[int] | None = None) 
     return result.rowcount or 0
 
 
-def cancel_pending(session: Session, subscriber_id: int, prefixes: tuple[str, ...], *, now: datetime) -> None:
-    """Suppress queued messages with these key prefixes (an unsubscribe or a bounce)."""
+def cancel_pending(session: Session, subscriber_id: int, prefixes: tuple[str, ...], *, now: datetime) -> int:
+    """Suppress queued messages with these key prefixes (an unsubscribe, a bounce, a goal reached);
+    returns how many."""
     if not prefixes:
-        return
-    session.execute(
+        return 0
+    result = session.execute(
         update(OutboxMessage)
         .where(
             OutboxMessage.subscriber_id == subscriber_id,
@@ -323,6 +324,7 @@ def cancel_pending(session: Session, subscriber_id: int, prefixes: tuple[str, ..
     )
     if BROADCAST_PREFIX in prefixes:
         replan(session, [subscriber_id])
+    return result.rowcount or 0
 
 
 def replan(session: Session, who: Iterable[int] | Select) -> None:

@@ -1,6 +1,6 @@
-"""The /admin dashboard: the funnel, signups per day, recent deliveries, the queue, broadcasts,
-the latest unverified bounce and complaint reports, the webhook endpoints and their
-delivery log, and one subscriber's timeline.
+"""The /admin dashboard: the funnel, consultations booked (and bookings nobody's address matched),
+signups per day, recent deliveries, the queue, broadcasts, the latest unverified bounce and
+complaint reports, the webhook endpoints and their delivery log, and one subscriber's timeline.
 Server-rendered, no JavaScript; the charts are SVG drawn here.
 
 Behind HTTP basic auth (user ``admin``, ``NURTURE_ADMIN_PASSWORD``). Without a password the
@@ -28,7 +28,8 @@ from nurture.content.sequences import Sequence, TemplateFormatError, load_sequen
 from nurture.db import transaction
 from nurture.feedback import bounces, funnel_figures, reports
 from nurture.feedback.timeline import build_timeline
-from nurture.people import clinic_actions, webhook_endpoints
+from nurture.message_key import MessageKey
+from nurture.people import clinic_actions, goals, webhook_endpoints
 from nurture.people.clinic_actions import ACTIONS as _ACTIONS
 from nurture.people.consent_ledger import RequestInfo
 from nurture.people.validation import InvalidInput, normalise_email
@@ -46,6 +47,7 @@ PERIODS = (7, 30, 90)  # the choices offered beside "all time", in days
 DAYS_CHART = 30
 LIST_LIMIT = 15
 UNVERIFIED_LIMIT = 5  # a few, to show that forgeries arrive and why they were not believed
+UNMATCHED_LIMIT = 5  # the latest bookings for addresses nobody subscribed with (a typo, another address)
 _FAILURES_PER_MINUTE = 10
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -149,12 +151,14 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
                                     consultation_url=settings.consultation_url,
                                     trackable=funnel_figures.trackable_links(runtime.renderer, (s.template for s in sequence.steps),
                                                                       track_clicks=settings.track_clicks))
+            funnel = funnel_figures.with_bookings(session, funnel)
             per_day = reports.signups_per_day(session, days=DAYS_CHART, now=now, zone=settings.timezone)
             deliveries = reports.recent_deliveries(session, LIST_LIMIT)
             waiting = reports.upcoming(session, now=now, limit=LIST_LIMIT)
             queue = reports.queue_counts(session, now=now)
             unverified, unverified_total = bounces.recent_unverified(session, UNVERIFIED_LIMIT)
             webhooks, webhook_log = webhook_endpoints.statuses(session), webhook_endpoints.recent_attempts(session)
+            unmatched = goals.unmatched(session, limit=UNMATCHED_LIMIT)
             broken = [_Broken(b, fixed=_renders_now(runtime, b.template))
                       for b in reports.broken_templates(session, settings.templates_dir)]
             if search.email:
@@ -166,6 +170,7 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
                     search.error = f"The timeline needs the sequence templates, which cannot be read: {exc}"
                 if search.timeline is None and not search.error:
                     search.error = f"No subscriber has the address {search.email}."
+                    search.unmatched = goals.unmatched_for(session, search.email)
         if search.timeline is not None:
             search.tokens = {kind: runtime.tokens.sign_timed("admin-action", [kind, search.email], now)
                              for kind in _ACTIONS}
@@ -173,12 +178,21 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
         return page(
             "admin.html", funnel=funnel, chart=funnel_chart(funnel), per_day=per_day_chart(per_day),
             deliveries=deliveries, waiting=waiting, queue=queue, search=search, now=now,
-            unverified=unverified, unverified_total=unverified_total, claimed=_CLAIMED,
+            unverified=unverified, unverified_total=unverified_total, claimed=_CLAIMED, unmatched=unmatched,
+            booking_keys=_credited_keys(funnel.bookings, sequence),
             days=days, periods=PERIODS, notes=[n for n in (period_note, sequence_note) if n], broken=broken,
             webhooks=webhooks, webhook_log=webhook_log,
         )
 
     return router
+
+
+def _credited_keys(bookings: funnel_figures.Bookings, sequence: Sequence) -> list[str]:
+    """The emails bookings are credited to: the sequence's in its order, then any other (a
+    newsletter issue, a step removed since), each once."""
+    steps = [str(MessageKey.sequence_step(sequence.name, step.key)) for step in sequence.steps]
+    others = sorted((set(bookings.by_last_email) | set(bookings.by_click)) - set(steps))
+    return [key for key in steps + others if bookings.by_last_email.get(key) or bookings.by_click.get(key)]
 
 
 @dataclass(frozen=True)
@@ -206,6 +220,7 @@ class _Search:
     error: str | None = None
     timeline: object = None
     tokens: dict[str, str] = field(default_factory=dict)  # signed form tokens for the actions
+    unmatched: list = field(default_factory=list)  # bookings of an address that is nobody's subscription
     done: str | None = None  # what the last action did, said above the timeline
 
 

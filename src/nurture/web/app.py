@@ -4,7 +4,7 @@ tracked links, privacy, health; and the /admin dashboard.
 This module only wires: it builds what the routers share (a :class:`~nurture.web.site.Site`),
 starts and stops the background parts, turns errors into pages or JSON, and includes the
 routers, one module per concern (``routes_signup``, ``routes_consent``, ``routes_tracking``,
-``routes_health``, ``admin``). Each handler parses the request, calls one domain function and
+``routes_health``, ``routes_hooks``, ``admin``). Each handler parses the request, calls one domain function and
 answers. The domain modules never see HTTP: the web layer turns InvalidInput into a 4xx, and
 decides how each answer looks (a page for a browser form, JSON for an API client).
 
@@ -44,6 +44,7 @@ from nurture.web.dispatch import Dispatcher, DispatcherProcess
 from nurture.web.routes_consent import consent_router
 from nurture.web.routes_health import health_router
 from nurture.web.routes_metrics import metrics_router
+from nurture.web.routes_hooks import hooks_router
 from nurture.web.routes_signup import privacy_router, signup_router
 from nurture.web.routes_tracking import tracking_router
 from nurture.web.site import HERE, Site, page_templates, wants_json
@@ -110,6 +111,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
     app.include_router(tracking_router(site, _landings(runtime, sender.tracker, sender.content)))
     app.include_router(health_router())
     app.include_router(metrics_router(runtime, clock=clock))
+    app.include_router(hooks_router(site))
     mount_admin(app, runtime, clock=clock)
     return app
 

@@ -44,6 +44,11 @@ async def read_body(request: Request, *, allow_empty: bool = False) -> tuple[boo
                           "or JSON (application/json).")
 
 
+async def read_raw(request: Request) -> bytes:
+    """The body as sent, at most MAX_BODY: for a signature over its exact bytes."""
+    return await _capped(request)
+
+
 async def _capped(request: Request) -> bytes:
     """The body, refused as soon as it passes MAX_BODY, whether or not a length was declared."""
     too_large = BadRequest(413, f"The request body is larger than {MAX_BODY // 1024} KiB.")
