@@ -16,6 +16,20 @@ Every email file starts with a front-matter header::
     delay_days: 0
     ---
 
+A sequence step may also carry one condition, checked when the step falls due (the vocabulary is
+kept this small on purpose)::
+
+    skip_if: clicked:consultation      skip it if the person clicked the consultation link,
+                                       in any email
+    skip_if: clicked:<step-key>        skip it if they clicked a tracked link in that step's email
+    only_if: not_clicked:<step-key>    send it only if that step's email was sent to them and
+                                       they have not clicked a tracked link in it
+
+``<step-key>`` names an earlier step of the same sequence. A step with a condition is an *extra*
+(a reminder, say): not everyone gets it, so it is not one of the series' numbered emails
+(``step.total`` and "Part N" count the others) and the step before it does not announce it.
+A skipped step is recorded as skipped and never considered again; it does not use up a day.
+
 **Step keys are the engine's identity for progress.** Progress is stored per
 (subscriber, ``seq:<sequence>:<key>``), never by position, so marketing can
 insert ``15-...`` between ``10-`` and ``20-`` safely. Renaming a key means "a
@@ -35,6 +49,7 @@ __all__ = [
     "KEY_PATTERN",
     "NOT_SEQUENCES",
     "FrontMatter",
+    "Condition",
     "Place",
     "Sequence",
     "Step",
@@ -54,7 +69,13 @@ NOT_SEQUENCES = frozenset({"newsletter", "system"})
 EMAIL_SUFFIX = ".html.j2"
 
 _FIELD_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*:(.*)")
-_KNOWN_FIELDS = frozenset({"key", "subject", "preheader", "delay_days", "track_opens"})
+_KNOWN_FIELDS = frozenset({"key", "subject", "preheader", "delay_days", "track_opens", "skip_if", "only_if"})
+#: The whole condition vocabulary: (field, test) pairs; the target is "consultation" or a step key.
+CONDITION_FORMS = {
+    "skip_if": "clicked:consultation or clicked:<step-key>",
+    "only_if": "not_clicked:<step-key>",
+}
+CONSULTATION = "consultation"
 _STEP_FILE = re.compile(r"(\d+)-.+" + re.escape(EMAIL_SUFFIX))
 
 
@@ -73,6 +94,25 @@ class TemplateFormatError(LocatedError):
 
 
 @dataclass(frozen=True)
+class Condition:
+    """When a step is skipped: ``skip_if: clicked:<target>`` or ``only_if: not_clicked:<target>``.
+    ``target`` is ``consultation`` (the consultation link, in any email) or an earlier step's key."""
+
+    field: str  # "skip_if" or "only_if"
+    test: str  # "clicked" or "not_clicked"
+    target: str
+    line: int = 0  # where the front matter says it, for the validator
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.test}:{self.target}"
+
+    @property
+    def step_key(self) -> str | None:
+        """The step this condition looks at, or None for the consultation link."""
+        return None if self.target == CONSULTATION and self.test == "clicked" else self.target
+
+
+@dataclass(frozen=True)
 class Step:
     sequence: str
     key: str
@@ -82,12 +122,23 @@ class Step:
     preheader: str
     template: str  # relative to the templates dir, e.g. "nurture/10-welcome-history.html.j2"
     track_opens: bool = False
+    conditions: tuple[Condition, ...] = ()
+
+    @property
+    def is_extra(self) -> bool:
+        """A conditional step: not one of the series' numbered emails (see the module docstring)."""
+        return bool(self.conditions)
 
 
 @dataclass(frozen=True)
 class Sequence:
     name: str
     steps: tuple[Step, ...]
+
+    @property
+    def series(self) -> tuple[Step, ...]:
+        """The steps everyone gets (unless they leave): the numbered emails, without the extras."""
+        return tuple(step for step in self.steps if not step.is_extra)
 
     def step(self, key: str) -> Step | None:
         """The step with this key, or None (a step removed from the templates)."""
@@ -177,6 +228,10 @@ def _step_from_file(path: Path, rel: str, sequence: str, position: int, *, needs
     track = fields.get("track_opens", "false")
     if track not in ("true", "false"):
         raise TemplateFormatError(path, where["track_opens"], f"track_opens must be 'true' or 'false', got {track!r}")
+    conditions = tuple(_condition(path, name, fields[name], where[name]) for name in CONDITION_FORMS if name in fields)
+    if conditions and not needs_delay:
+        raise TemplateFormatError(path, conditions[0].line, "only sequence steps may have a condition; remove "
+                                                            f"{conditions[0].field}")
     return Step(
         sequence=sequence,
         key=key,
@@ -186,7 +241,51 @@ def _step_from_file(path: Path, rel: str, sequence: str, position: int, *, needs
         preheader=fields.get("preheader", ""),
         template=rel,
         track_opens=track == "true",
+        conditions=conditions,
     )
+
+
+_CONDITION_VALUE = re.compile(r"(?P<test>[a-z_]+):(?P<target>\S+)")
+
+
+def _condition(path: Path, field_name: str, value: str, line: int) -> Condition:
+    """One ``skip_if``/``only_if`` line, in the vocabulary of CONDITION_FORMS (whether its step
+    key exists is checked with the whole sequence, in :func:`_check_conditions`)."""
+    allowed = f"{field_name} must be {CONDITION_FORMS[field_name]}"
+    match = _CONDITION_VALUE.fullmatch(value)
+    if not match:
+        raise TemplateFormatError(path, line, f"malformed condition {value!r}: {allowed}")
+    test, target = match.group("test"), match.group("target")
+    wanted = "clicked" if field_name == "skip_if" else "not_clicked"
+    if test != wanted:
+        raise TemplateFormatError(path, line, f"unknown condition {value!r}: {allowed}")
+    if field_name == "only_if" and target == CONSULTATION:
+        raise TemplateFormatError(path, line, f"unknown condition {value!r}: {allowed} (to leave out people who "
+                                              "clicked the consultation link, write 'skip_if: clicked:consultation')")
+    if target != CONSULTATION and not KEY_PATTERN.fullmatch(target):
+        raise TemplateFormatError(path, line, f"malformed condition {value!r}: {target!r} is not a step key; {allowed}")
+    return Condition(field_name, test, target, line)
+
+
+def _check_conditions(steps: list[Step], paths: dict[str, Path]) -> list[TemplateFormatError]:
+    """Each condition's step key names an earlier step of the same sequence."""
+    errors = []
+    earlier: set[str] = set()
+    keys = {step.key for step in steps}
+    for step in steps:
+        for condition in step.conditions:
+            target = condition.step_key
+            if target is None or target in earlier:
+                continue
+            if target == step.key:
+                why = "refers to this step itself"
+            elif target in keys:
+                why = "refers to a later step (a condition can only look at an earlier step)"
+            else:
+                why = f"names no step of this sequence (keys: {', '.join(sorted(keys))})"
+            errors.append(TemplateFormatError(paths[step.key], condition.line, f"the condition '{condition}' {why}"))
+        earlier.add(step.key)
+    return errors
 
 
 def _email_files(directory: Path) -> list[Path]:
@@ -229,6 +328,8 @@ def _scan_directory(templates_dir: Path, directory: Path, *, is_sequence: bool) 
         seen[step.key] = path
         steps.append(step)
         previous = step
+    if is_sequence:
+        errors.extend(_check_conditions(steps, seen))
     return steps, errors
 
 
@@ -286,8 +387,18 @@ class Place:
     """Where one email stands in its group: what templates see as ``step.total`` and ``step.next``."""
 
     step: Step
-    total: int  # steps in its sequence; 1 for a newsletter or system email
-    next: Step | None  # the step after it; None for the last step, a newsletter or a system email
+    total: int  # the series' numbered steps (extras not counted); 1 for a newsletter or system email
+    next: Step | None  # the next numbered step after it; None for the last, an extra's last, a newsletter or a system email
+    number: int = 1  # its number in the series; an extra has the number of the numbered step before it
+
+    @classmethod
+    def in_sequence(cls, steps: list[Step] | tuple[Step, ...], index: int) -> Place:
+        """The place of ``steps[index]``: extras (conditional steps) are neither counted nor
+        announced, since not everyone gets them."""
+        step = steps[index]
+        number = sum(1 for s in steps[: index + 1] if not s.is_extra)
+        following = next((s for s in steps[index + 1 :] if not s.is_extra), None)
+        return cls(step, sum(1 for s in steps if not s.is_extra), following, number)
 
 
 def place_email(templates_dir: Path, template: str) -> Place:
@@ -305,7 +416,7 @@ def place_email(templates_dir: Path, template: str) -> Place:
         steps, errors = _scan_directory(templates_dir, path.parent, is_sequence=True)
         for index, step in enumerate(steps):
             if step.template == rel:
-                return Place(step, len(steps), steps[index + 1] if index + 1 < len(steps) else None)
+                return Place.in_sequence(steps, index)
         for error in errors:
             if error.path == path:
                 raise error
