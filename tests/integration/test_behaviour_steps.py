@@ -9,7 +9,9 @@ made through the real /c/ handler as each email arrives:
 - ``invite``: clicks the clinic's site in the invitation -> no reminder ("clicked a link in consultation-invite");
 - ``nothing``: clicks nothing -> the reminder on day 11, and the step after it on day 12;
 - ``website``: clicks the site in email 1 only -> the reminder, like ``nothing``;
-- ``stopped``: clicks nothing but stops the series after the invitation -> no reminder, no row.
+- ``stopped``: clicks nothing but stops the series after the invitation -> no reminder, no row;
+- ``before``: clicks nothing, but agreed to the first wording ("four emails over about a week"),
+  which promised no reminder -> no reminder.
 
 A skipped reminder uses up no day: the numbered step after it goes on day 11, the reminder's day.
 """
@@ -25,12 +27,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from nurture.db import transaction
 from nurture.feedback.bounces import outbox_ref
 from nurture.feedback.timeline import build_timeline
-from nurture.models import OutboxMessage
+from nurture.models import ConsentEvent, OutboxMessage
+from nurture.people.consent_ledger import CONSENT_WORDINGS
 from nurture.people import subscribers
 from nurture.runtime import Runtime
 from nurture.sending.journey import Planner
@@ -104,8 +107,11 @@ CLICKS = {  # (person, the step whose email they click in) -> where they click
 
 
 def test_conditions_across_a_simulated_sequence(runtime, memory_transport):
-    people = ["consult", "invite", "nothing", "website", "stopped"]
+    people = ["consult", "invite", "nothing", "website", "stopped", "before"]
     ids = {name: confirmed(runtime.sessions, f"{name}@example.com", T0) for name in people}
+    with transaction(runtime.sessions) as session:  # signed up before the wording announced a reminder
+        session.execute(update(ConsentEvent).where(ConsentEvent.subscriber_id == ids["before"])
+                        .values(wording_version="2026-11-28", wording=CONSENT_WORDINGS["2026-11-28"]))
     sim = Simulation(runtime, memory_transport)
     consultation = runtime.settings.consultation_url
     while sim.now < T0 + timedelta(days=14):
@@ -129,7 +135,7 @@ def test_conditions_across_a_simulated_sequence(runtime, memory_transport):
     for name in people:
         assert {step: day_of(f"{name}@example.com", step) for step in numbered} == numbered, name
     # Those who clicked: no reminder, and the step after it on the reminder's own day (no day used up).
-    for name in ("consult", "invite"):
+    for name in ("consult", "invite", "before"):
         assert day_of(f"{name}@example.com", "invite-reminder") is None
         assert day_of(f"{name}@example.com", "later") == 11
     for name in ("nothing", "website"):
@@ -147,6 +153,8 @@ def test_conditions_across_a_simulated_sequence(runtime, memory_transport):
         (ids["invite"], "seq:nurture:invite-reminder"): ("suppressed", "skipped: clicked a link in consultation-invite"),
         (ids["nothing"], "seq:nurture:invite-reminder"): ("sent", None),
         (ids["website"], "seq:nurture:invite-reminder"): ("sent", None),
+        (ids["before"], "seq:nurture:invite-reminder"): (
+            "suppressed", "skipped: the wording they agreed to (2026-11-28) promised no reminder"),
     }
 
     # explain shows the skipped step with its reason, and no Message-ID for mail never sent.

@@ -10,7 +10,7 @@ import pytest
 
 from nurture.content.sequences import Condition, Place, TemplateFormatError, load_sequences, place_email
 from nurture.content.template_checks import Problem, check_templates
-from nurture.sending.step_conditions import Behaviour, is_skipped, skip_reason
+from nurture.sending.step_conditions import Behaviour, consented_to_extras, is_skipped, skip_reason
 
 SHIPPED = Path(__file__).resolve().parents[2] / "templates" / "emails"
 REMINDER = "nurture/45-invite-reminder.html.j2"
@@ -142,18 +142,32 @@ def reminder():
     return load_sequences(SHIPPED)["nurture"].step("invite-reminder")
 
 
+AGREED = dict(consent_version="2026-12-02", extras_consented=True)
+INVITED = {"seq:nurture:consultation-invite"}
+
+
 @pytest.mark.parametrize("behaviour, reason", [
-    (Behaviour(sent_keys={"seq:nurture:consultation-invite"}), None),
-    (Behaviour(clicked_urls={CONSULTATION}, clicked_keys={"seq:nurture:how-it-may-work"},
-               sent_keys={"seq:nurture:consultation-invite"}), "skipped: clicked the consultation link"),
+    (Behaviour(sent_keys=INVITED, **AGREED), None),
+    (Behaviour(clicked_urls={CONSULTATION}, clicked_keys={"seq:nurture:how-it-may-work"}, sent_keys=INVITED, **AGREED),
+     "skipped: clicked the consultation link"),
     (Behaviour(clicked_urls={"https://clinic.example/"}, clicked_keys={"seq:nurture:consultation-invite"},
-               sent_keys={"seq:nurture:consultation-invite"}), "skipped: clicked a link in consultation-invite"),
+               sent_keys=INVITED, **AGREED), "skipped: clicked a link in consultation-invite"),
     (Behaviour(clicked_urls={"https://clinic.example/"}, clicked_keys={"seq:nurture:welcome-history"},
-               sent_keys={"seq:nurture:consultation-invite"}), None),
-    (Behaviour(), "skipped: consultation-invite was not sent to them"),
+               sent_keys=INVITED, **AGREED), None),
+    (Behaviour(**AGREED), "skipped: consultation-invite was not sent to them"),
+    (Behaviour(sent_keys=INVITED, consent_version="2026-11-28"),
+     "skipped: the wording they agreed to (2026-11-28) promised no reminder"),
+    (Behaviour(sent_keys=INVITED), "skipped: the wording they agreed to (none recorded) promised no reminder"),
 ])
 def test_skip_reason(behaviour: Behaviour, reason: str | None) -> None:
     assert skip_reason(reminder(), behaviour, consultation_url=CONSULTATION) == reason
+
+
+def test_only_the_new_consent_wording_announces_a_reminder() -> None:
+    from nurture.people.consent_ledger import CONSENT_VERSION, CONSENT_WORDINGS
+
+    assert not consented_to_extras(CONSENT_WORDINGS["2026-11-28"])  # "four emails over about a week"
+    assert consented_to_extras(CONSENT_WORDINGS[CONSENT_VERSION]) and not consented_to_extras(None)
 
 
 def test_a_step_without_conditions_always_goes_and_a_skipped_row_is_known_by_its_reason() -> None:

@@ -180,7 +180,8 @@ class Planner:
     def _plan_page(self, session: Session, sequence: Sequence, people, now: datetime) -> int:
         ids = [sid for sid, _, _ in people]
         history = marketing_history(session, now, ids=ids)
-        # What people did matters only to steps with a condition; a sequence without one costs nothing more.
+        # What people did (and agreed to) matters only to steps with a condition; a sequence without
+        # one costs nothing more.
         behaviour = load_behaviour(session, ids, now) if any(s.conditions for s in sequence.steps) else {}
         rows, skips, next_due = [], [], []
         for sid, confirmed_at, zone_name in people:

@@ -5,6 +5,10 @@ The vocabulary is in :mod:`nurture.content.sequences` (``skip_if: clicked:consul
 :func:`skip_reason` when such a step falls due, with what the person did up to then
 (:func:`load_behaviour`: their recorded clicks and the sequence emails sent to them).
 
+An extra (a step with a condition) also goes only to people whose consent wording mentions a
+reminder (:func:`consented_to_extras`): the wording someone agreed to is a promise ("four emails
+over about a week"), and a reminder is an email it did not count.
+
 A skipped step is recorded as an outbox row that was never sent: state ``suppressed``, its reason
 in ``last_error`` starting with ``skipped: `` (:data:`SKIPPED`). So the planner counts the step as
 passed and never considers it again, it holds no day (only sent or waiting rows do), ``explain``
@@ -23,9 +27,9 @@ from sqlalchemy.orm import Session
 from nurture.content.sequences import Step
 from nurture.db import insert_or_not
 from nurture.message_key import SEQUENCE_PREFIX, MessageKey
-from nurture.models import Event, OutboxMessage, OutboxState
+from nurture.models import ConsentEvent, Event, OutboxMessage, OutboxState
 
-__all__ = ["SKIPPED", "Behaviour", "is_skipped", "load_behaviour", "not_skipped", "record_skips", "skip_reason",
+__all__ = ["SKIPPED", "Behaviour", "consented_to_extras", "is_skipped", "load_behaviour", "not_skipped", "record_skips", "skip_reason",
            "skipped_rows"]
 
 #: How the reason of a skipped step's outbox row starts.
@@ -40,6 +44,8 @@ class Behaviour:
     clicked_urls: set[str] = field(default_factory=set)
     clicked_keys: set[str] = field(default_factory=set)
     sent_keys: set[str] = field(default_factory=set)
+    consent_version: str | None = None  # of the last wording they agreed to
+    extras_consented: bool = False  # that wording mentions a reminder
 
 
 def load_behaviour(session: Session, ids: list[int], now: datetime) -> dict[int, Behaviour]:
@@ -60,7 +66,19 @@ def load_behaviour(session: Session, ids: list[int], now: datetime) -> dict[int,
         OutboxMessage.state == OutboxState.sent)
     for sid, key in session.execute(sent):
         found[sid].sent_keys.add(key)
+    agreed = (select(ConsentEvent.subscriber_id, ConsentEvent.wording_version, ConsentEvent.wording)
+              .where(ConsentEvent.subscriber_id.in_(ids), ConsentEvent.wording.is_not(None),
+                     ConsentEvent.created_at <= now)
+              .order_by(ConsentEvent.created_at, ConsentEvent.id))
+    for sid, version, wording in session.execute(agreed):  # the last one wins
+        found[sid].consent_version, found[sid].extras_consented = version, consented_to_extras(wording)
     return found
+
+
+def consented_to_extras(wording: str | None) -> bool:
+    """Does this consent wording announce a reminder beyond the numbered emails? Read from the words
+    the person saw (the ledger keeps them), not from a list of versions to keep up to date."""
+    return wording is not None and "reminder" in wording.lower()
 
 
 def skip_reason(step: Step, behaviour: Behaviour, *, consultation_url: str) -> str | None:
@@ -80,6 +98,8 @@ def skip_reason(step: Step, behaviour: Behaviour, *, consultation_url: str) -> s
                 return f"{SKIPPED}{target} was not sent to them"
             if key in behaviour.clicked_keys:
                 return f"{SKIPPED}clicked a link in {target}"
+    if step.is_extra and not behaviour.extras_consented:
+        return f"{SKIPPED}the wording they agreed to ({behaviour.consent_version or 'none recorded'}) promised no reminder"
     return None
 
 
