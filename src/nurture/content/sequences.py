@@ -16,8 +16,9 @@ Every email file starts with a front-matter header::
     delay_days: 0
     ---
 
-A sequence step may also carry one condition, checked when the step falls due (the vocabulary is
-kept this small on purpose)::
+A sequence step may also carry a ``skip_if`` and an ``only_if`` line, checked when the step falls
+due (the whole vocabulary, kept this small on purpose; read and checked in
+:mod:`nurture.content.conditions`)::
 
     skip_if: clicked:consultation      skip it if the person clicked the consultation link,
                                        in any email
@@ -28,7 +29,8 @@ kept this small on purpose)::
 ``<step-key>`` names an earlier step of the same sequence. A step with a condition is an *extra*
 (a reminder, say): not everyone gets it, so it is not one of the series' numbered emails
 (``step.total`` and "Part N" count the others) and the step before it does not announce it.
-A skipped step is recorded as skipped and never considered again; it does not use up a day.
+A skipped step is recorded as skipped and never considered again; it does not use up a day. An
+extra also goes only to people whose consent wording mentions a reminder (the planner's rule).
 
 **Step keys are the engine's identity for progress.** Progress is stored per
 (subscriber, ``seq:<sequence>:<key>``), never by position, so marketing can
@@ -44,6 +46,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nurture.content.conditions import CONDITION_FIELDS, Condition, ConditionError, misplaced, parse_condition
 
 __all__ = [
     "KEY_PATTERN",
@@ -69,13 +73,7 @@ NOT_SEQUENCES = frozenset({"newsletter", "system"})
 EMAIL_SUFFIX = ".html.j2"
 
 _FIELD_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*:(.*)")
-_KNOWN_FIELDS = frozenset({"key", "subject", "preheader", "delay_days", "track_opens", "skip_if", "only_if"})
-#: The whole condition vocabulary: (field, test) pairs; the target is "consultation" or a step key.
-CONDITION_FORMS = {
-    "skip_if": "clicked:consultation or clicked:<step-key>",
-    "only_if": "not_clicked:<step-key>",
-}
-CONSULTATION = "consultation"
+_KNOWN_FIELDS = frozenset({"key", "subject", "preheader", "delay_days", "track_opens", *CONDITION_FIELDS})
 _STEP_FILE = re.compile(r"(\d+)-.+" + re.escape(EMAIL_SUFFIX))
 
 
@@ -91,25 +89,6 @@ class LocatedError(ValueError):
 
 class TemplateFormatError(LocatedError):
     """A mistake in an email file's front matter or in a sequence's shape."""
-
-
-@dataclass(frozen=True)
-class Condition:
-    """When a step is skipped: ``skip_if: clicked:<target>`` or ``only_if: not_clicked:<target>``.
-    ``target`` is ``consultation`` (the consultation link, in any email) or an earlier step's key."""
-
-    field: str  # "skip_if" or "only_if"
-    test: str  # "clicked" or "not_clicked"
-    target: str
-    line: int = 0  # where the front matter says it, for the validator
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.test}:{self.target}"
-
-    @property
-    def step_key(self) -> str | None:
-        """The step this condition looks at, or None for the consultation link."""
-        return None if self.target == CONSULTATION and self.test == "clicked" else self.target
 
 
 @dataclass(frozen=True)
@@ -228,7 +207,12 @@ def _step_from_file(path: Path, rel: str, sequence: str, position: int, *, needs
     track = fields.get("track_opens", "false")
     if track not in ("true", "false"):
         raise TemplateFormatError(path, where["track_opens"], f"track_opens must be 'true' or 'false', got {track!r}")
-    conditions = tuple(_condition(path, name, fields[name], where[name]) for name in CONDITION_FORMS if name in fields)
+    conditions: list[Condition] = []
+    for name in (n for n in CONDITION_FIELDS if n in fields):
+        try:
+            conditions.append(parse_condition(name, fields[name], where[name], is_key=KEY_PATTERN))
+        except ConditionError as exc:
+            raise TemplateFormatError(path, where[name], str(exc)) from exc
     if conditions and not needs_delay:
         raise TemplateFormatError(path, conditions[0].line, "only sequence steps may have a condition; remove "
                                                             f"{conditions[0].field}")
@@ -241,51 +225,8 @@ def _step_from_file(path: Path, rel: str, sequence: str, position: int, *, needs
         preheader=fields.get("preheader", ""),
         template=rel,
         track_opens=track == "true",
-        conditions=conditions,
+        conditions=tuple(conditions),
     )
-
-
-_CONDITION_VALUE = re.compile(r"(?P<test>[a-z_]+):(?P<target>\S+)")
-
-
-def _condition(path: Path, field_name: str, value: str, line: int) -> Condition:
-    """One ``skip_if``/``only_if`` line, in the vocabulary of CONDITION_FORMS (whether its step
-    key exists is checked with the whole sequence, in :func:`_check_conditions`)."""
-    allowed = f"{field_name} must be {CONDITION_FORMS[field_name]}"
-    match = _CONDITION_VALUE.fullmatch(value)
-    if not match:
-        raise TemplateFormatError(path, line, f"malformed condition {value!r}: {allowed}")
-    test, target = match.group("test"), match.group("target")
-    wanted = "clicked" if field_name == "skip_if" else "not_clicked"
-    if test != wanted:
-        raise TemplateFormatError(path, line, f"unknown condition {value!r}: {allowed}")
-    if field_name == "only_if" and target == CONSULTATION:
-        raise TemplateFormatError(path, line, f"unknown condition {value!r}: {allowed} (to leave out people who "
-                                              "clicked the consultation link, write 'skip_if: clicked:consultation')")
-    if target != CONSULTATION and not KEY_PATTERN.fullmatch(target):
-        raise TemplateFormatError(path, line, f"malformed condition {value!r}: {target!r} is not a step key; {allowed}")
-    return Condition(field_name, test, target, line)
-
-
-def _check_conditions(steps: list[Step], paths: dict[str, Path]) -> list[TemplateFormatError]:
-    """Each condition's step key names an earlier step of the same sequence."""
-    errors = []
-    earlier: set[str] = set()
-    keys = {step.key for step in steps}
-    for step in steps:
-        for condition in step.conditions:
-            target = condition.step_key
-            if target is None or target in earlier:
-                continue
-            if target == step.key:
-                why = "refers to this step itself"
-            elif target in keys:
-                why = "refers to a later step (a condition can only look at an earlier step)"
-            else:
-                why = f"names no step of this sequence (keys: {', '.join(sorted(keys))})"
-            errors.append(TemplateFormatError(paths[step.key], condition.line, f"the condition '{condition}' {why}"))
-        earlier.add(step.key)
-    return errors
 
 
 def _email_files(directory: Path) -> list[Path]:
@@ -329,7 +270,8 @@ def _scan_directory(templates_dir: Path, directory: Path, *, is_sequence: bool) 
         steps.append(step)
         previous = step
     if is_sequence:
-        errors.extend(_check_conditions(steps, seen))
+        errors.extend(TemplateFormatError(seen[step.key], condition.line, message)
+                      for step, condition, message in misplaced(steps))
     return steps, errors
 
 
