@@ -22,6 +22,8 @@ NOW = datetime(2026, 11, 20, 15, 0, tzinfo=timezone.utc)
 SINCE = NOW - timedelta(days=7)
 CONSULTATION = "https://clearwater-psychiatry.example/consultation"
 STEPS = ("welcome-history", "how-it-may-work", "risks-side-effects", "consultation-invite")
+# The funnel lists every step of the shipped sequence, the conditional reminder too (issue 14).
+FUNNEL_STEPS = STEPS + ("invite-reminder",)
 
 
 @dataclass
@@ -74,6 +76,8 @@ def build(sessions, now: datetime = NOW) -> Scene:
         for n, step in enumerate(STEPS[1:], start=1):
             sent = send("old", step, old + n * 3 * day)
         event("old", "clicked", old + 9 * day + timedelta(hours=1), sent, CONSULTATION)
+        # The reminder three days later: skipped, as the planner records it (never sent).
+        send("old", "invite-reminder", old + 12 * day, OutboxState.suppressed, reply="skipped: clicked the consultation link")
 
         # The week's cohort.
         t = week_ago + timedelta(hours=10)
@@ -85,6 +89,7 @@ def build(sessions, now: datetime = NOW) -> Scene:
         a4 = send("a", "consultation-invite", t + 3 * day)
         event("a", "clicked", t + 3 * day + timedelta(minutes=3), a4, CONSULTATION)
         event("a", "clicked", t + 3 * day + timedelta(minutes=4), a4, CONSULTATION + "?utm_source=nurture")
+        send("a", "invite-reminder", t + 6 * day, OutboxState.suppressed, reply="skipped: clicked the consultation link")
 
         send("b", "welcome-history", t)
         b2 = send("b", "how-it-may-work", t + day)
@@ -135,6 +140,8 @@ def build(sessions, now: datetime = NOW) -> Scene:
 # welcome sent 5 (a b c f g), not yet due 0, stopped 2 (d h); step 2 sent 2 (a b), not yet due 2
 # (d f), stopped 3 (c g h); steps 3 and 4 sent 1 (a), not yet due 2 (d f), stopped 4 (b c g h).
 # Everybody adds old, who was sent every step. Every row adds up to the confirmed count.
+# The reminder: a and old clicked the consultation link, so theirs was skipped (stopped, not to
+# come); still to come for d and f: sent 0, not yet due 2, stopped 5 (a b c g h), with old 6.
 EXPECTED_SINCE = {
     "signups": 8, "confirmed": 7, "goal": 1,
     "steps": {
@@ -142,6 +149,7 @@ EXPECTED_SINCE = {
         "how-it-may-work": dict(sent=2, not_yet_due=2, stopped=3, clickers=1, bounced=0, unsubscribed=1, goal_clickers=0),
         "risks-side-effects": dict(sent=1, not_yet_due=2, stopped=4, clickers=0, bounced=0, unsubscribed=0, goal_clickers=0),
         "consultation-invite": dict(sent=1, not_yet_due=2, stopped=4, clickers=1, bounced=0, unsubscribed=0, goal_clickers=1),
+        "invite-reminder": dict(sent=0, not_yet_due=2, stopped=5, clickers=0, bounced=0, unsubscribed=0, goal_clickers=0),
     },
     "broadcasts": {"recent": dict(sent=3, clickers=1, openers=1, unsubscribed=1)},
 }
@@ -152,6 +160,7 @@ EXPECTED_ALL = {
         "how-it-may-work": dict(sent=3, not_yet_due=2, stopped=3, clickers=1, bounced=0, unsubscribed=1, goal_clickers=0),
         "risks-side-effects": dict(sent=2, not_yet_due=2, stopped=4, clickers=0, bounced=0, unsubscribed=0, goal_clickers=0),
         "consultation-invite": dict(sent=2, not_yet_due=2, stopped=4, clickers=2, bounced=0, unsubscribed=0, goal_clickers=2),
+        "invite-reminder": dict(sent=0, not_yet_due=2, stopped=6, clickers=0, bounced=0, unsubscribed=0, goal_clickers=0),
     },
     "broadcasts": {"recent": dict(sent=3, clickers=1, openers=1, unsubscribed=1),
                    "older": dict(sent=1, clickers=0, openers=0, unsubscribed=0)},

@@ -128,6 +128,10 @@ def test_a_finished_series_is_shown_as_finished_and_only_the_newsletter_is_offer
             session.add(OutboxMessage(subscriber_id=sid, key=f"seq:nurture:{key}", template=f"nurture/{key}",
                                       due_at=utcnow(), created_at=utcnow(), state=OutboxState.sent,
                                       sent_at=utcnow(), attempts=1, unknowns=0))
+        # The reminder after the invitation was skipped (she clicked): passed, not still to come.
+        session.add(OutboxMessage(subscriber_id=sid, key="seq:nurture:invite-reminder", template="nurture/r",
+                                  due_at=utcnow(), created_at=utcnow(), state=OutboxState.suppressed, attempts=0,
+                                  unknowns=0, last_error="skipped: clicked the consultation link"))
     page.goto(preferences_link(live_server, "fay@example.com"))
     expect(page.locator(".receive")).to_contain_text("Finished. You have had all 4 emails.")
     assert buttons(page) == ["Stop the newsletter"]

@@ -31,8 +31,9 @@ WELCOME, MECHANISM, RISKS, INVITE = (
     "Welcome, and a little history", "Part 2: how it may work", "Part 3: risks and side effects, plainly",
     "Part 4: is it right for you?",
 )
+REMINDER = "In case our invitation passed you by"  # only to people who clicked nothing in the invitation
 NEWSLETTER = "Winter notes: darker days, research, clinic news"
-MARKETING = (WELCOME, MECHANISM, RISKS, INVITE, NEWSLETTER)
+MARKETING = (WELCOME, MECHANISM, RISKS, INVITE, REMINDER, NEWSLETTER)
 
 
 class Delivered:
@@ -71,7 +72,7 @@ def delivered(tmp_path_factory) -> dict[str, Delivered]:
                                   request=REQUEST, default_timezone="America/Chicago", confirmations_per_day=3)
         confirmed(rt.sessions, "ann@example.com", T0)
         sender = rt.sender()
-        for day in range(10):
+        for day in range(13):  # Ann clicks nothing, so the reminder comes on day 11
             sender.run_pass(T0 + timedelta(days=day))
         planner = Planner.from_settings(rt.settings)
         later = T0 + timedelta(days=20)
@@ -84,14 +85,14 @@ def delivered(tmp_path_factory) -> dict[str, Delivered]:
         rt.close()
     messages = [Delivered(data) for _, _, data in transport.sent]
     by_subject = {m.message["Subject"]: m for m in messages}
-    assert len(by_subject) == len(messages) == 6, sorted(by_subject)
+    assert len(by_subject) == len(messages) == 7, sorted(by_subject)
     return by_subject
 
 
 def test_one_of_each_email_arrived(delivered) -> None:
     assert set(delivered) == {CONFIRM, *MARKETING}
     sequence = load_sequences(TEMPLATES)["nurture"]
-    assert [step.subject for step in sequence.steps] == [WELCOME, MECHANISM, RISKS, INVITE]
+    assert [step.subject for step in sequence.steps] == [WELCOME, MECHANISM, RISKS, INVITE, REMINDER]
 
 
 def test_nothing_on_the_lock_screen_names_a_drug_a_diagnosis_or_a_specialty(delivered) -> None:
@@ -160,3 +161,17 @@ def test_the_facts_are_corrected(delivered) -> None:
     assert news.says("Ketamine and ECT (published May 2023).") and news.says("doi:10.1056/NEJMoa2302399")
     assert news.says("Esketamine on its own (January 2025).")
     assert news.says("December 25, 2026") and news.says("January 1, 2027")
+
+
+def test_the_reminder_is_short_honest_and_the_only_one(delivered) -> None:
+    message = delivered[REMINDER]
+    assert message.says("A short reminder") and "Email 5" not in message.text  # an extra, not a numbered email
+    for words in ("It doesn't commit you to any treatment.",
+                  "If now isn't the right time, that's completely fine, and you don't need to do anything.",
+                  "This is the only reminder we'll send.",
+                  "From now on you'll hear from us only occasionally, when we send our newsletter"):
+        assert message.says(words), words
+    assert len(message.text.split("Warm regards")[0].split()) < 200  # short
+    # The numbered emails say it may come, so it breaks no promise they made.
+    assert delivered[INVITE].says("at most one short reminder about this email")
+    assert delivered[WELCOME].says("at most one short reminder about the consultation")

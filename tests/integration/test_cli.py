@@ -150,7 +150,7 @@ def test_stats_table_and_json_agree_with_the_database(workdir):
     nurture(workdir, "send-due", "--now", T0.isoformat())
     data = json.loads(nurture(workdir, "stats", "--json").stdout)
     assert (data["signups"], data["confirmed"]) == (3, 3)
-    assert [s["sent"] for s in data["steps"]] == [3, 0, 0, 0]
+    assert [s["sent"] for s in data["steps"]] == [3, 0, 0, 0, 0]  # the four and the reminder
     table = nurture(workdir, "stats").stdout
     assert "signups 3 · confirmed 3 (100.0%)" in table and "welcome-history" in table
     one_line_error(nurture(workdir, "stats", "--since", "last week", check=False), 1)

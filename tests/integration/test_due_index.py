@@ -4,7 +4,8 @@ what planning everyone would send.
 The reference is the same planner with every stored instant reset before each pass, which is
 what every pass did before the index (look at everyone). Two databases receive the same events
 (confirmations at random times, newsletters sent and cancelled, a newsletter opt-out, failed
-emails, an edit that inserts a step and shortens a delay, a change of the send window), one
+emails, an edit that inserts a step and shortens a delay, a change of the send window, clicks on
+the consultation link and on other links, which decide the shipped reminder's conditions), one
 planned by the index and one by the reference: after every pass their outboxes must be equal.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -25,7 +27,7 @@ from nurture.feedback.bounces import outbox_ref
 from nurture.models import NEVER, UNPLANNED, OutboxMessage, Subscriber
 from nurture.people import subscribers
 from nurture.runtime import Runtime
-from nurture.sending import broadcasts
+from nurture.sending import broadcasts, outbox
 from nurture.sending.journey import Planner
 from nurture.sending.transports import Reply
 
@@ -33,6 +35,7 @@ from conftest import TEMPLATES, make_settings
 from factories import REQUEST, confirmed
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+INVITE, REMINDER = "seq:nurture:consultation-invite", "seq:nurture:invite-reminder"
 ZONES = ["America/Chicago", "America/New_York", "Europe/Berlin", "Asia/Tokyo", "Pacific/Auckland",
          "Australia/Adelaide", "America/Los_Angeles"]
 
@@ -141,7 +144,8 @@ def simulate(tmp_path: Path, urls: tuple[str, str], seed: int, days: int, people
         now += pass_every
     for world in worlds:
         world.runtime.close()
-    return checked, len(indexed)
+    reminders = Counter(state.value for _sid, key, _due, state in indexed if key == REMINDER)
+    return checked, len(indexed), reminders
 
 
 class Event:
@@ -163,9 +167,12 @@ class Event:
             self.kind = "edit"  # marketing inserts a step and shortens a delay in the live sequence
         elif 0.60 < roll < 0.62:
             self.kind = "window"  # the operator moves the send window
+        elif 0.25 < roll < 0.50:
+            self.kind = "click"  # someone clicks a link in an email they were sent (the reminder's conditions)
         else:
             self.kind = None
         self.pick = rng.random()
+        self.where = rng.random()
 
     def apply(self, world: World, edited: Path) -> None:
         rt, now = world.runtime, self.now
@@ -190,6 +197,24 @@ class Event:
             world.configure(edited, rt.settings.send_window)
         elif self.kind == "window":
             world.configure(rt.settings.templates_dir, "10:30-18:00")
+        elif self.kind == "click":
+            self._click(world)
+
+    def _click(self, world: World) -> None:
+        """A click on one sent email: the invitation half the time when someone has it, the
+        consultation link half the time (any email may carry it), else the clinic's site. The
+        same (subscriber, key) in both worlds, whose row ids differ."""
+        rt, now = world.runtime, self.now
+        with transaction(rt.sessions) as session:
+            sent = session.execute(select(OutboxMessage.id, OutboxMessage.subscriber_id, OutboxMessage.key).where(
+                OutboxMessage.state == "sent").order_by(OutboxMessage.subscriber_id, OutboxMessage.key)).all()
+            invitations = [row for row in sent if row.key == INVITE]
+            rows = invitations if invitations and self.where < 0.5 else sent
+            if not rows:
+                return
+            row = rows[int(self.pick * len(rows))]
+            url = rt.settings.consultation_url if self.where * 4 % 1 < 0.5 else rt.settings.website_url
+            outbox.record_event(session, "clicked", now, subscriber_id=row.subscriber_id, outbox_id=row.id, detail=url)
 
     def done(self) -> None:
         if self.kind == "newsletter":
@@ -203,15 +228,18 @@ def test_the_index_plans_exactly_what_planning_everyone_plans(tmp_path, seed):
     urls = tuple(f"sqlite:///{tmp_path / f'{name}.db'}" for name in ("indexed", "reference"))
     for url in urls:
         upgrade(url)
-    checked, rows = simulate(tmp_path, urls, seed, days=16, people=40, pass_every=timedelta(hours=2, minutes=30))
+    checked, rows, reminders = simulate(tmp_path, urls, seed, days=16, people=40,
+                                        pass_every=timedelta(hours=2, minutes=30))
     assert checked > 100 and rows > 100  # the comparison had something to compare
+    assert reminders["sent"] > 0 and reminders["suppressed"] > 0, reminders  # both sides of the conditions
 
 
 @pytest.mark.postgres
 def test_the_index_plans_exactly_what_planning_everyone_plans_on_postgresql(tmp_path, request):
     urls = (request.getfixturevalue("postgres_url"), _second_postgres_schema(request))
-    checked, rows = simulate(tmp_path, urls, 4, days=12, people=25, pass_every=timedelta(hours=3))
+    checked, rows, reminders = simulate(tmp_path, urls, 4, days=12, people=25, pass_every=timedelta(hours=3))
     assert checked > 80 and rows > 60
+    assert reminders["sent"] + reminders["suppressed"] > 0, reminders  # the conditions were decided
 
 
 def _second_postgres_schema(request) -> str:

@@ -121,6 +121,8 @@ def test_stop_the_series_then_the_newsletter_then_turn_the_series_back_on(client
     assert send(runtime, START + 4 * DAY) == []  # its own day (confirmation + 5) has not come
     assert send(runtime, START + 5 * DAY) == ["seq:nurture:risks-side-effects"]
     assert send(runtime, START + 8 * DAY) == ["seq:nurture:consultation-invite"]
+    # They clicked nothing in it, so the reminder (an extra, not one of the 4) comes three days later.
+    assert send(runtime, START + 11 * DAY) == ["seq:nurture:invite-reminder"]
     page = client.get(f"/preferences/{token}")
     assert "Finished. You have had all 4 emails." in text_of(page)
     assert "Saved" not in page.text  # the page says it saved something only right after the change
@@ -129,9 +131,9 @@ def test_stop_the_series_then_the_newsletter_then_turn_the_series_back_on(client
 
 def test_a_person_whose_series_is_finished_is_offered_only_the_newsletter(client, runtime):
     sid = confirmed(runtime.sessions, "fin@example.com", START)
-    for day in (0, 2, 5, 8):
+    for day in (0, 2, 5, 8, 11):
         send(runtime, START + day * DAY)
-    assert len(sent_keys(runtime)) == 4
+    assert len(sent_keys(runtime)) == 5  # the four, and the reminder (they clicked nothing)
     token = runtime.tokens.unsubscribe(sid)
 
     page = client.get(f"/preferences/{token}")

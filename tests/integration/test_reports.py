@@ -13,7 +13,7 @@ from nurture.models import Event, OutboxMessage, Subscriber
 
 import reports_scene as scene_module
 from factories import confirmed
-from reports_scene import CONSULTATION, EXPECTED_ALL, EXPECTED_SINCE, NOW, SINCE, STEPS
+from reports_scene import CONSULTATION, EXPECTED_ALL, EXPECTED_SINCE, FUNNEL_STEPS, NOW, SINCE
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def scene(runtime):
 def check(result: funnel_figures.Funnel, expected: dict, scene) -> None:
     assert (result.signups, result.confirmed, result.goal) == (
         expected["signups"], expected["confirmed"], expected["goal"])
-    assert [s.key for s in result.steps] == list(STEPS)  # sequence order, every step even at zero
+    assert [s.key for s in result.steps] == list(FUNNEL_STEPS)  # sequence order, every step even at zero
     for step in result.steps:
         got = dict(sent=step.sent, not_yet_due=step.not_yet_due, stopped=step.stopped, clickers=step.clickers,
                    bounced=step.bounced, unsubscribed=step.unsubscribed, goal_clickers=step.goal_clickers)
@@ -99,7 +99,7 @@ def test_an_empty_database_gives_zeros_not_errors(runtime, sequence):
     with runtime.sessions() as session:
         result = funnel_figures.funnel(session, since=SINCE, sequence=sequence, consultation_url=CONSULTATION)
         assert (result.signups, result.confirmed, result.goal, result.broadcasts) == (0, 0, 0, [])
-        assert [s.sent for s in result.steps] == [0, 0, 0, 0]
+        assert [s.sent for s in result.steps] == [0, 0, 0, 0, 0]
         assert result.confirm_rate is None and result.steps[0].click_rate is None
         assert reports.recent_deliveries(session, 10) == []
         assert reports.upcoming(session, now=NOW, limit=10) == []

@@ -204,11 +204,13 @@ def test_journey_dates_in_the_subscribers_zone_across_the_start_of_daylight_savi
     assert page.status_code == 200
     rows = {m.group(1): re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", m.group(2))).strip()
             for m in re.finditer(r'<tr data-key="([^"]+)"[^>]*>(.*?)</tr>', page.text, re.S)}
-    assert list(rows) == ["welcome-history", "how-it-may-work", "risks-side-effects", "consultation-invite"]
+    assert list(rows) == ["welcome-history", "how-it-may-work", "risks-side-effects", "consultation-invite",
+                          "invite-reminder"]
     assert "Friday, 2026-03-06 10:00 EST" in rows["welcome-history"]
     assert "Sunday, 2026-03-08 09:00 EDT" in rows["how-it-may-work"]  # clocks went forward at 02:00 that day
     assert "Wednesday, 2026-03-11 09:00 EDT" in rows["risks-side-effects"]
     assert "Saturday, 2026-03-14 09:00 EDT" in rows["consultation-invite"]
+    assert "Tuesday, 2026-03-17 09:00 EDT" in rows["invite-reminder"]  # if they clicked nothing in the invitation
 
 
 def test_journey_defaults_to_today_in_the_clinics_zone_and_refuses_nonsense_politely(client, settings):
@@ -287,7 +289,8 @@ def test_a_step_inserted_on_disk_appears_in_its_place(client, templates):
     body = text_of(client.get("/"))
     order = [body.index(f">{key}<") for key in ("welcome-history", "check-in", "how-it-may-work")]
     assert order == sorted(order)
-    assert "email 2 of 5" in text_of(client.get("/email/nurture/15-check-in.html.j2"))
+    # The studio numbers the files marketing edits, the conditional reminder too.
+    assert "email 2 of 6" in text_of(client.get("/email/nurture/15-check-in.html.j2"))
 
 
 # ------------------------------------------------------------------ errors a person can act on
@@ -326,7 +329,7 @@ def test_a_bad_delay_does_not_renumber_the_list(client, templates):
     assert numbers[:4] == ["1", "2", "3", "4"]
     assert "delay_days must be a whole number of days (0 or more), got &#39;two&#39;" in page
     emails = re.findall(r'href="/email/(nurture/[^"]+)"', page)
-    assert emails[:4] == sorted(p.relative_to(templates).as_posix() for p in (templates / "nurture").glob("*.html.j2"))
+    assert emails[:5] == sorted(p.relative_to(templates).as_posix() for p in (templates / "nurture").glob("*.html.j2"))
 
 
 def test_a_preview_without_a_first_name(client):

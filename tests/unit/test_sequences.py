@@ -32,12 +32,16 @@ def step_file(key: str, delay: int | None, extra: str = "") -> str:
 
 def test_shipped_nurture_sequence() -> None:
     sequence = load_sequences(SHIPPED)["nurture"]
-    assert [(s.key, s.delay_days, s.position) for s in sequence.steps] == [
+    # The four numbered emails the welcome and the signup wording promise; then one conditional
+    # extra (issue 14), which is not one of them.
+    assert [(s.key, s.delay_days, s.position) for s in sequence.series] == [
         ("welcome-history", 0, 0),
         ("how-it-may-work", 2, 1),
         ("risks-side-effects", 5, 2),
         ("consultation-invite", 8, 3),
     ]
+    assert [(s.key, s.delay_days, s.position, s.is_extra) for s in sequence.steps[4:]] == [
+        ("invite-reminder", 11, 4, True)]
     step = sequence.step("risks-side-effects")
     assert step is not None and step.template == "nurture/30-risks-side-effects.html.j2"
     assert step.subject == "Part 3: risks and side effects, plainly" and step.track_opens is False

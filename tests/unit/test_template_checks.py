@@ -17,7 +17,8 @@ MECHANISM = "nurture/20-how-it-may-work.html.j2"
 RISKS = "nurture/30-risks-side-effects.html.j2"
 NEWSLETTER = "newsletter/2026-12-winter.html.j2"
 CONFIRM = "system/confirm.html.j2"
-MARKETING = [WELCOME, MECHANISM, RISKS, "nurture/40-consultation-invite.html.j2", NEWSLETTER]
+MARKETING = [WELCOME, MECHANISM, RISKS, "nurture/40-consultation-invite.html.j2",
+             "nurture/45-invite-reminder.html.j2", NEWSLETTER]
 FOOTER = "the layout's footer provides it unless the footer block is replaced"
 
 

@@ -19,7 +19,7 @@ from nurture.sending import outbox
 from nurture.sending.journey import Planner
 
 T0 = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)  # 10:00 in New York
-STEPS = ("welcome-history", "how-it-may-work", "risks-side-effects", "consultation-invite")
+STEPS = ("welcome-history", "how-it-may-work", "risks-side-effects", "consultation-invite", "invite-reminder")
 WHO = RequestInfo("203.0.113.9", "test", "signup-form")
 
 

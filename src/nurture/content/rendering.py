@@ -21,6 +21,7 @@ base_url                campaign  this service's public address (links to /unsub
 step.key                campaign  the email's key from its front matter
 step.number             campaign  1-based position in its sequence (1 for newsletter/system)
 step.total              campaign  number of steps in its sequence (1 for newsletter/system)
+step.extra              campaign  true for a step with a condition (a reminder): not numbered or counted
 step.subject            campaign  the rendered subject line
 step.preheader          campaign  the rendered preheader (inbox preview text)
 step.next               campaign  the next step of the sequence, or none (last step, newsletter, system)
@@ -135,6 +136,7 @@ TEMPLATE_CONTEXT: tuple[ContextVariable, ...] = (
     ContextVariable("step.key", "campaign", "the email's key from its front matter"),
     ContextVariable("step.number", "campaign", "1-based position in its sequence (1 for newsletter/system)"),
     ContextVariable("step.total", "campaign", "number of steps in its sequence (1 for newsletter/system)"),
+    ContextVariable("step.extra", "campaign", "true for a step with a condition (a reminder): not numbered or counted"),
     ContextVariable("step.subject", "campaign", "the rendered subject line"),
     ContextVariable("step.preheader", "campaign", "the rendered preheader (inbox preview text)"),
     ContextVariable("step.next", "campaign", "the next step of the sequence, or none (last step, newsletter, system)"),
@@ -323,13 +325,14 @@ class Renderer:
             "year": year,
             **values,
         }
-        context["step"] = self._step_lines(step, place.total, context)
+        context["step"] = self._step_lines(step, place.number, place.total, context)
         context["step"]["next"] = self._next(place, context)
         return context
 
-    def _step_lines(self, step: Step, total: int, context: dict[str, Any]) -> dict[str, Any]:
-        """``step`` as templates see it; its subject and preheader may use its own number and total."""
-        info: dict[str, Any] = {"key": step.key, "number": step.position + 1, "total": total}
+    def _step_lines(self, step: Step, number: int, total: int, context: dict[str, Any]) -> dict[str, Any]:
+        """``step`` as templates see it; its subject and preheader may use its own number and total
+        (numbers count the series' steps: a conditional extra is not numbered, see sequences.py)."""
+        info: dict[str, Any] = {"key": step.key, "number": number, "total": total, "extra": step.is_extra}
         own = {**context, "step": info}
         info["subject"] = self._line(step, "subject", step.subject, own)
         info["preheader"] = self._line(step, "preheader", step.preheader, own)
@@ -340,7 +343,8 @@ class Renderer:
         if place.next is None:
             return None
         days = place.next.delay_days - place.step.delay_days
-        return {**self._step_lines(place.next, place.total, context), "days": days, "when": when_phrase(days)}
+        return {**self._step_lines(place.next, place.number + 1, place.total, context), "days": days,
+                "when": when_phrase(days)}
 
     def _render_html(self, template: str, context: dict[str, Any]) -> str:
         try:

@@ -16,6 +16,22 @@ Every email file starts with a front-matter header::
     delay_days: 0
     ---
 
+A sequence step may also carry a ``skip_if`` and an ``only_if`` line, checked when the step falls
+due (the whole vocabulary, kept this small on purpose; read and checked in
+:mod:`nurture.content.conditions`)::
+
+    skip_if: clicked:consultation      skip it if the person clicked the consultation link,
+                                       in any email
+    skip_if: clicked:<step-key>        skip it if they clicked a tracked link in that step's email
+    only_if: not_clicked:<step-key>    send it only if that step's email was sent to them and
+                                       they have not clicked a tracked link in it
+
+``<step-key>`` names an earlier step of the same sequence. A step with a condition is an *extra*
+(a reminder, say): not everyone gets it, so it is not one of the series' numbered emails
+(``step.total`` and "Part N" count the others) and the step before it does not announce it.
+A skipped step is recorded as skipped and never considered again; it does not use up a day. An
+extra also goes only to people whose consent wording mentions a reminder (the planner's rule).
+
 **Step keys are the engine's identity for progress.** Progress is stored per
 (subscriber, ``seq:<sequence>:<key>``), never by position, so marketing can
 insert ``15-...`` between ``10-`` and ``20-`` safely. Renaming a key means "a
@@ -31,10 +47,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nurture.content.conditions import CONDITION_FIELDS, Condition, ConditionError, misplaced, parse_condition
+
 __all__ = [
     "KEY_PATTERN",
     "NOT_SEQUENCES",
     "FrontMatter",
+    "Condition",
     "Place",
     "Sequence",
     "Step",
@@ -54,7 +73,7 @@ NOT_SEQUENCES = frozenset({"newsletter", "system"})
 EMAIL_SUFFIX = ".html.j2"
 
 _FIELD_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*:(.*)")
-_KNOWN_FIELDS = frozenset({"key", "subject", "preheader", "delay_days", "track_opens"})
+_KNOWN_FIELDS = frozenset({"key", "subject", "preheader", "delay_days", "track_opens", *CONDITION_FIELDS})
 _STEP_FILE = re.compile(r"(\d+)-.+" + re.escape(EMAIL_SUFFIX))
 
 
@@ -82,12 +101,23 @@ class Step:
     preheader: str
     template: str  # relative to the templates dir, e.g. "nurture/10-welcome-history.html.j2"
     track_opens: bool = False
+    conditions: tuple[Condition, ...] = ()
+
+    @property
+    def is_extra(self) -> bool:
+        """A conditional step: not one of the series' numbered emails (see the module docstring)."""
+        return bool(self.conditions)
 
 
 @dataclass(frozen=True)
 class Sequence:
     name: str
     steps: tuple[Step, ...]
+
+    @property
+    def series(self) -> tuple[Step, ...]:
+        """The steps everyone gets (unless they leave): the numbered emails, without the extras."""
+        return tuple(step for step in self.steps if not step.is_extra)
 
     def step(self, key: str) -> Step | None:
         """The step with this key, or None (a step removed from the templates)."""
@@ -177,6 +207,15 @@ def _step_from_file(path: Path, rel: str, sequence: str, position: int, *, needs
     track = fields.get("track_opens", "false")
     if track not in ("true", "false"):
         raise TemplateFormatError(path, where["track_opens"], f"track_opens must be 'true' or 'false', got {track!r}")
+    conditions: list[Condition] = []
+    for name in (n for n in CONDITION_FIELDS if n in fields):
+        try:
+            conditions.append(parse_condition(name, fields[name], where[name], is_key=KEY_PATTERN))
+        except ConditionError as exc:
+            raise TemplateFormatError(path, where[name], str(exc)) from exc
+    if conditions and not needs_delay:
+        raise TemplateFormatError(path, conditions[0].line, "only sequence steps may have a condition; remove "
+                                                            f"{conditions[0].field}")
     return Step(
         sequence=sequence,
         key=key,
@@ -186,6 +225,7 @@ def _step_from_file(path: Path, rel: str, sequence: str, position: int, *, needs
         preheader=fields.get("preheader", ""),
         template=rel,
         track_opens=track == "true",
+        conditions=tuple(conditions),
     )
 
 
@@ -229,6 +269,9 @@ def _scan_directory(templates_dir: Path, directory: Path, *, is_sequence: bool) 
         seen[step.key] = path
         steps.append(step)
         previous = step
+    if is_sequence:
+        errors.extend(TemplateFormatError(seen[step.key], condition.line, message)
+                      for step, condition, message in misplaced(steps))
     return steps, errors
 
 
@@ -286,8 +329,18 @@ class Place:
     """Where one email stands in its group: what templates see as ``step.total`` and ``step.next``."""
 
     step: Step
-    total: int  # steps in its sequence; 1 for a newsletter or system email
-    next: Step | None  # the step after it; None for the last step, a newsletter or a system email
+    total: int  # the series' numbered steps (extras not counted); 1 for a newsletter or system email
+    next: Step | None  # the next numbered step after it; None for the last, an extra's last, a newsletter or a system email
+    number: int = 1  # its number in the series; an extra has the number of the numbered step before it
+
+    @classmethod
+    def in_sequence(cls, steps: list[Step] | tuple[Step, ...], index: int) -> Place:
+        """The place of ``steps[index]``: extras (conditional steps) are neither counted nor
+        announced, since not everyone gets them."""
+        step = steps[index]
+        number = sum(1 for s in steps[: index + 1] if not s.is_extra)
+        following = next((s for s in steps[index + 1 :] if not s.is_extra), None)
+        return cls(step, sum(1 for s in steps if not s.is_extra), following, number)
 
 
 def place_email(templates_dir: Path, template: str) -> Place:
@@ -305,7 +358,7 @@ def place_email(templates_dir: Path, template: str) -> Place:
         steps, errors = _scan_directory(templates_dir, path.parent, is_sequence=True)
         for index, step in enumerate(steps):
             if step.template == rel:
-                return Place(step, len(steps), steps[index + 1] if index + 1 < len(steps) else None)
+                return Place.in_sequence(steps, index)
         for error in errors:
             if error.path == path:
                 raise error

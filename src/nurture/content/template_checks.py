@@ -36,7 +36,7 @@ from nurture.content.content_rules import (
 )
 from nurture.content.render_values import RECIPIENT_KEYS, sample_recipient
 from nurture.content.rendering import Rendered, Renderer, RenderError
-from nurture.content.sequences import EMAIL_SUFFIX, NOT_SEQUENCES, scan_templates
+from nurture.content.sequences import EMAIL_SUFFIX, NOT_SEQUENCES, Place, scan_templates
 from nurture.message_key import Kind
 
 __all__ = ["MAX_HTML_BYTES", "SAMPLE_CLINIC", "Problem", "check_templates"]
@@ -129,9 +129,9 @@ def _places(templates_dir: Path, sequences: Mapping[str, Any], format_errors: li
     sequence with a file whose front matter is broken: without that file the numbers would be
     wrong, and every later step would be warned about a count that is in fact right."""
     unsure = {Path(error.path).resolve().parent for error in format_errors}
-    return {step.template: (step.position + 1, len(seq.steps), step.position + 1 < len(seq.steps))
-            for seq in sequences.values() for step in seq.steps
-            if (templates_dir / step.template).resolve().parent not in unsure}
+    places = (Place.in_sequence(seq.steps, index) for seq in sequences.values() for index in range(len(seq.steps)))
+    return {place.step.template: (place.number, place.total, place.next is not None) for place in places
+            if (templates_dir / place.step.template).resolve().parent not in unsure}
 
 
 def _check_email(report: Callable[..., None], renderer: Renderer, path: Path, name: str, is_marketing: bool,

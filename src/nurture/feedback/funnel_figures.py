@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from nurture.content.sequences import Sequence
 from nurture.message_key import BROADCAST_PREFIX, MARKETING_PREFIXES, MessageKey
 from nurture.models import Broadcast, Event, Goal, OutboxMessage, OutboxState, Status, Subscriber
+from nurture.sending.step_conditions import skipped_rows
 
 __all__ = ["Bookings", "BroadcastFigures", "Funnel", "StepFigures", "bookings", "funnel", "trackable_links",
            "with_bookings"]
@@ -71,7 +72,7 @@ class StepFigures(_Rates):
     goal_clickers: int = 0  # clicked the consultation link in this email
     # The confirmed people not sent this step, split so a later step does not read as drop-off:
     # still in the series, so it comes when due (or is queued now), or stopped (left the series
-    # or everything, bounced, complained, erased, or this email failed for them).
+    # or everything, bounced, complained, erased, this email failed for them, or its condition skipped it).
     not_yet_due: int = 0
     stopped: int = 0
     # False when the email has no link of its own to track (only the unsubscribe and preferences
@@ -313,7 +314,8 @@ def _progress(session: Session, keys: list[str], in_cohort, confirmed: int, in_s
         select(OutboxMessage.key,
                func.count(distinct(case((OutboxMessage.sent_at.is_not(None), OutboxMessage.subscriber_id)))),
                func.count(distinct(case((and_(active, or_(OutboxMessage.sent_at.is_not(None),
-                                                          OutboxMessage.state == OutboxState.failed)),
+                                                          OutboxMessage.state == OutboxState.failed,
+                                                          skipped_rows())),
                                          OutboxMessage.subscriber_id)))))
         .join(Subscriber, Subscriber.id == OutboxMessage.subscriber_id)
         .where(OutboxMessage.key.in_(keys), Subscriber.confirmed_at.is_not(None), *in_scope)

@@ -19,6 +19,7 @@ from nurture.people.address_hashes import find_by_email
 from nurture.people.goals import bookings_of, reached_goal
 from nurture.sending.journey import Planner, marketing_history, next_send
 from nurture.sending.messages import message_id, sender_domain
+from nurture.sending.step_conditions import SKIPPED, is_skipped
 
 _WAITING = ("queued", "sending", "retry", "unknown")
 
@@ -59,6 +60,9 @@ def build_timeline(
     rows = session.scalars(select(OutboxMessage).where(OutboxMessage.subscriber_id == subscriber.id)).all()
     domain = sender_domain(from_header)
     for row in rows:
+        if is_skipped(row.state, row.last_error):  # a step its condition left out: never sent, no Message-ID
+            timeline.entries.append(Entry(row.due_at, f"{row.key} · skipped", row.last_error.removeprefix(SKIPPED)))
+            continue
         at = row.sent_at or row.due_at
         reply = shown_reason(row.smtp_reply or row.last_error, planner.templates_dir)
         detail = f"{message_id(row.id, row.key, secret=secret, domain=domain)} · {reply}"
@@ -125,7 +129,11 @@ def _explain_next(
         timeline.why_nothing = "finished the sequence; receives the newsletter" if subscriber.wants_newsletter \
             else "finished the sequence and stopped the newsletter"
         return
-    timeline.next_step, timeline.next_at = found[0].key, found[1]
+    step = found[0]
+    # A step with a condition is decided when it falls due; say so, rather than promise it.
+    conditions = "; ".join(str(c) for c in step.conditions)
+    timeline.next_step = f"{step.key} ({conditions}: decided when due)" if conditions else step.key
+    timeline.next_at = found[1]
 
 
 def _label(key: str) -> str:

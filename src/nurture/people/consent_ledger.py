@@ -24,8 +24,17 @@ CONSENT_WORDINGS = {
         "(four emails over about a week) and then the occasional newsletter. I can unsubscribe at any "
         "time with one click. These emails are educational and are not medical advice."
     ),
+    # Issue 14: one short reminder after the invitation, only to people who clicked nothing in it.
+    # It goes only to people whose wording mentions it (sending/step_conditions.py), so the people
+    # who agreed to "four emails" above never get a fifth.
+    "2026-12-02": (
+        "Yes, email me Clearwater Psychiatry's short series about ketamine treatment for depression "
+        "(four emails over about a week, and at most one short reminder after the last) and then the "
+        "occasional newsletter. I can unsubscribe at any time with one click. These emails are "
+        "educational and are not medical advice."
+    ),
 }
-CONSENT_VERSION = "2026-11-28"
+CONSENT_VERSION = "2026-12-02"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from nurture.people.consent_ledger import RequestInfo
 from nurture.people.goals import reached_goal
 from nurture.people.subscribers import may_resume, resume, unsubscribe
 from nurture.sending.journey import key_of, next_step
+from nurture.sending.step_conditions import is_skipped
 
 
 class Series(enum.Enum):
@@ -84,16 +85,18 @@ def withdrawal_scope(state: Preferences, change: Change) -> str:
 
 def preferences_of(session: Session, subscriber: Subscriber, sequence: Sequence | None) -> Preferences:
     """The person's state, and only the changes that would change something for them."""
-    rows = session.execute(select(OutboxMessage.key, OutboxMessage.state).where(
+    rows = session.execute(select(OutboxMessage.key, OutboxMessage.state, OutboxMessage.last_error).where(
         OutboxMessage.subscriber_id == subscriber.id, OutboxMessage.key.startswith(SEQUENCE_PREFIX))).all()
-    had = {key for key, state in rows if state not in _UNSENT}
-    in_flight = any(state in _OPEN for _key, state in rows)
-    sent_keys = {key for key, state in rows if state is OutboxState.sent}
+    # A step skipped by its condition counts as passed (it never comes), not as cancelled by a stop.
+    had = {key for key, state, reason in rows if state not in _UNSENT or is_skipped(state, reason)}
+    in_flight = any(state in _OPEN for _key, state, _reason in rows)
+    sent_keys = {key for key, state, _reason in rows if state is OutboxState.sent}
     if sequence is None:
         steps_left, total, sent = True, None, len(sent_keys)
     else:
         steps_left = in_flight or next_step(sequence, had) is not None
-        total, sent = len(sequence.steps), sum(key_of(step) in sent_keys for step in sequence.steps)
+        # The numbered emails: a conditional reminder is not one of them.
+        total, sent = len(sequence.series), sum(key_of(step) in sent_keys for step in sequence.series)
     # Booking a consultation ends the series (people.goals): it is over, not stopped, and not resumable.
     booked = reached_goal(session, subscriber.id) is not None
     steps_left = steps_left and not booked

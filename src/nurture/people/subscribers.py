@@ -28,6 +28,7 @@ from nurture.people.new_subscribers import CONFIRM_TEMPLATE, KNOWN_HASHES, Signu
 from nurture.people.validation import Signup
 from nurture.people.webhook_events import emit
 from nurture.sending import outbox
+from nurture.sending.step_conditions import not_skipped
 
 RESEND_AFTER = timedelta(minutes=10)
 _CAN_OPT_IN_AGAIN = (Status.unsubscribed, Status.erased, Status.bounced, Status.complained)
@@ -289,7 +290,8 @@ def resume(session: Session, subscriber_id: int, *, scope: str, now: datetime, r
     if scope == "series":
         session.execute(delete(OutboxMessage).where(
             OutboxMessage.subscriber_id == subscriber.id, OutboxMessage.key.startswith(SEQUENCE_PREFIX),
-            OutboxMessage.state == OutboxState.suppressed, OutboxMessage.sent_at.is_(None)))
+            OutboxMessage.state == OutboxState.suppressed, OutboxMessage.sent_at.is_(None),
+            not_skipped()))  # a step skipped by its condition stays decided
     outbox.replan(session, [subscriber.id])
     record_consent(session, subscriber.id, "resume", now, request, CONSENT_VERSION, scope=scope)
     outbox.record_event(session, "resubscribed", now, subscriber_id=subscriber.id, detail=scope)

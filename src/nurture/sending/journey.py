@@ -9,6 +9,11 @@ The rules (time is passed in; local times come from zoneinfo, everything is stor
 - Progress is the set of step keys the subscriber has an outbox row for. The next step is the
   first one placed after the furthest step they have had: a step inserted before that point is
   skipped for them, a removed step is never sent, and a re-ordered sequence sends nothing twice.
+- A step with a condition (``skip_if``/``only_if``, see content/sequences.py) is decided when it
+  falls due, from the person's recorded clicks (sending/step_conditions.py). A skipped step is
+  recorded (a row never sent) and the next step is planned as if it were not there: it uses up no
+  day. Since the decision is taken at the step's own due instant, which a click does not move,
+  a click needs no change to the stored instants below.
 
 A pass costs what is due, not the size of the list: each subscriber row keeps ``next_due_at``,
 an instant no later than their next step can go (indexed with status and wants_series). A pass
@@ -37,6 +42,7 @@ from nurture.db import insert_or_not
 from nurture.message_key import BROADCAST_PREFIX, MARKETING_PREFIXES, SEQUENCE_PREFIX, MessageKey
 from nurture.models import NEVER, UNPLANNED, Goal, OutboxMessage, PlannerState, Status, Subscriber
 from nurture.sending import outbox
+from nurture.sending.step_conditions import Behaviour, load_behaviour, record_skips, skip_reason
 
 log = logging.getLogger(__name__)
 PLAN_PAGE = 2000
@@ -146,11 +152,12 @@ class Planner:
     templates_dir: Path
     sequence_name: str
     window: Window
+    consultation_url: str = ""  # what ``skip_if: clicked:consultation`` looks for in the recorded clicks
 
     @classmethod
     def from_settings(cls, settings) -> Planner:
         start, end = settings.send_window_hours
-        return cls(Path(settings.templates_dir), settings.sequence, Window(start, end))
+        return cls(Path(settings.templates_dir), settings.sequence, Window(start, end), settings.consultation_url)
 
     def sequence(self) -> Sequence | None:
         # Read on every pass, so an edit marketing saved is used by the next run without a restart.
@@ -200,35 +207,55 @@ class Planner:
         # A person who booked a consultation has reached the sequence's goal: nothing more is
         # planned for them, however they came to be planned again (people.goals ends it).
         booked = set(session.scalars(select(Goal.subscriber_id).where(Goal.subscriber_id.in_(ids))))
-        rows = []
-        next_due = []
+        # What people did (and agreed to) matters only to steps with a condition; a sequence without
+        # one costs nothing more.
+        behaviour = load_behaviour(session, ids, now) if any(s.conditions for s in sequence.steps) else {}
+        rows, skips, next_due = [], [], []
         for sid, confirmed_at, zone_name in people:
             if sid in booked:
                 next_due.append({"sid": sid, "due": NEVER})
                 continue
-            zone = ZoneInfo(zone_name)
-            done = history.done.get(sid, set())
-            last = history.last.get(sid)
-            found = next_send(sequence, confirmed_at=confirmed_at, zone=zone, done_keys=done,
-                              last_marketing_at=last, now=now, window=self.window)
-            if found is not None and found[1] <= now:
-                if now.astimezone(zone).date() in {at.astimezone(zone).date() for at in history.upcoming.get(sid, ())}:
-                    # A newsletter goes to them later today: the sequence step waits a day.
-                    found = (found[0], self.window.opens(now.astimezone(zone).date() + timedelta(days=1), zone))
-                else:
-                    step = found[0]
-                    rows.append(dict(subscriber_id=sid, key=key_of(step), template=step.template, due_at=now,
-                                     track_opens=step.track_opens))
-                    found = next_send(sequence, confirmed_at=confirmed_at, zone=zone, done_keys=done | {key_of(step)},
-                                      last_marketing_at=now, now=now, window=self.window)
+            queued, skipped, found = self._plan_person(sequence, sid, confirmed_at, ZoneInfo(zone_name), history,
+                                                       behaviour.get(sid), now)
+            rows.extend(queued)
+            skips.extend(skipped)
             due = NEVER if found is None else found[1]
             # Later than now, always: a pass must never find the same person twice.
             next_due.append({"sid": sid, "due": max(due, now + timedelta(microseconds=1))})
+        record_skips(session, skips, now=now)
         outbox.enqueue_many(session, rows, now=now)
         table = Subscriber.__table__
         session.execute(update(table).where(table.c.id == bindparam("sid")).values(next_due_at=bindparam("due")),
                         next_due)
         return len(rows)
+
+    def _plan_person(self, sequence: Sequence, sid: int, confirmed_at: datetime, zone: ZoneInfo,
+                     history: MarketingHistory, behaviour: Behaviour | None, now: datetime):
+        """One person at ``now``: the step to queue (at most one), the steps skipped by their
+        condition (each planned as if it were not there, so it uses up no day), and the next
+        step with its time (None when the sequence is finished)."""
+        done = set(history.done.get(sid, ()))
+        last = history.last.get(sid)
+        queued: list[dict] = []
+        skipped: list[dict] = []
+        while True:
+            found = next_send(sequence, confirmed_at=confirmed_at, zone=zone, done_keys=done,
+                              last_marketing_at=last, now=now, window=self.window)
+            if found is None or found[1] > now or queued:
+                return queued, skipped, found
+            step = found[0]
+            reason = skip_reason(step, behaviour or Behaviour(), consultation_url=self.consultation_url) \
+                if step.conditions else None
+            if reason is not None:
+                skipped.append(dict(subscriber_id=sid, key=key_of(step), template=step.template, reason=reason))
+            elif now.astimezone(zone).date() in {at.astimezone(zone).date() for at in history.upcoming.get(sid, ())}:
+                # A newsletter goes to them later today: the sequence step waits a day.
+                return queued, skipped, (step, self.window.opens(now.astimezone(zone).date() + timedelta(days=1), zone))
+            else:
+                queued.append(dict(subscriber_id=sid, key=key_of(step), template=step.template, due_at=now,
+                                   track_opens=step.track_opens))
+                last = now
+            done.add(key_of(step))
 
     def fingerprint(self, sequence: Sequence) -> str:
         """What the stored instants were computed from: the steps (key, place, delay) and the window."""
