@@ -21,6 +21,7 @@ Who is where at NOW (Wednesday 9 December, 12:00 in Chicago), confirmed at 09:00
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 
 from sqlalchemy import func, select, update
@@ -33,6 +34,7 @@ from nurture.models import OutboxMessage, OutboxState, Subscriber, TemplateVersi
 from nurture.runtime import Runtime
 from nurture.sending.journey import Planner
 
+from conftest import TEMPLATES
 from impact_population import CHICAGO, NOW, build_population, checksum, chicago_day, edit
 
 
@@ -162,3 +164,21 @@ def _sent_counts(rt: Runtime) -> dict[str, int]:
     with rt.sessions() as session:
         return dict(session.execute(select(OutboxMessage.key, func.count()).where(
             OutboxMessage.state == OutboxState.sent, OutboxMessage.key.startswith("seq:")).group_by(OutboxMessage.key)).all())
+
+
+def test_the_shipped_reminder_is_previewed_as_a_step_with_a_condition(tmp_path, database_url):
+    rt, templates = build_population(tmp_path, database_url)  # the four numbered steps, sent by hand count
+    try:
+        shutil.copy(TEMPLATES / "nurture" / "45-invite-reminder.html.j2", templates / "nurture")
+        impact = impact_now(rt)
+        reminder = {s.key: s for s in impact.steps}["invite-reminder"]
+        assert reminder.kind == NEW and reminder.sent_to == 0
+        assert reminder.condition == "skip_if: clicked:consultation, only_if: not_clicked:consultation-invite"
+        # Everyone still in the series passes its place: finished 3 (due now, if nothing was clicked)
+        # + invite-next 2 + after-how 5 + welcome-only 4 + today 2; the condition decides later.
+        assert reminder.people == 16
+        words = sentence(reminder, impact, CHICAGO)
+        assert words.endswith("(at most: it goes only to those its condition `skip_if: clicked:consultation, "
+                              "only_if: not_clicked:consultation-invite` lets through when it falls due)")
+    finally:
+        rt.close()

@@ -75,3 +75,14 @@ def test_a_headline_when_nothing_visible_changed():
     impact = Impact("nurture", NOW, [StepImpact("a", UNCHANGED), StepImpact("b", INVISIBLE)])
     assert headline(impact) == "nothing a reader would see has changed since the last sends (1 no visible change, 1 unchanged)"
     assert headline(Impact("nurture", NOW, [])) == "the sequence 'nurture' has no steps on disk and none were sent"
+
+
+def test_a_step_with_a_condition_says_its_count_is_at_most_that_many():
+    reminder = reaching(StepImpact("invite-reminder", NEW, condition="only_if: not_clicked:consultation-invite"),
+                        5, 5, 6)
+    assert said(reminder) == [
+        "step `invite-reminder`, not sent to anyone yet: 3 people have not passed its place and will get it over "
+        "the next 4 days, first on Saturday 5 December (at most: it goes only to those its condition "
+        "`only_if: not_clicked:consultation-invite` lets through when it falls due)"]
+    nobody = StepImpact("invite-reminder", NEW, condition="only_if: not_clicked:consultation-invite")
+    assert "at most" not in said(nobody)[0]  # no count, nothing to qualify

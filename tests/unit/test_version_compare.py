@@ -71,4 +71,4 @@ def test_the_sequence_a_version_was_sent_in_can_be_read_back(templates):
     (templates / "nurture" / "30-risks-side-effects.html.j2").unlink()
     sequence = kept_sequence(old, "nurture")
     assert [s.key for s in sequence.steps] == ["welcome-history", "how-it-may-work", "risks-side-effects",
-                                               "consultation-invite"]
+                                               "consultation-invite", "invite-reminder"]

@@ -56,6 +56,9 @@ class StepImpact:
     disk_version: str | None = None
     problem: str | None = None  # for BROKEN: file:line: message
     stuck: int = 0  # for REMOVED: rows still queued for it, which cannot be built any more
+    # The step's conditions as its front matter says them ("only_if: not_clicked:…"): decided only
+    # when the step falls due, from clicks not made yet, so ``people`` is then an upper bound.
+    condition: str = ""
 
     def reach(self, instant: datetime) -> None:
         self.people += 1
@@ -96,6 +99,7 @@ def preview_impact(session: Session, *, renderer: Renderer, planner: Planner, no
     for step in sequence.steps:
         found = sent.pop(key_of(step), _Sent())
         on_disk[key_of(step)] = step_impact = _compare(session, renderer, step.key, step.template, found, now)
+        step_impact.condition = ", ".join(str(condition) for condition in step.conditions)
         impact.steps.append(step_impact)
         for at in found.waiting:  # queued or retrying: built from the files on disk when it goes
             step_impact.reach(at)

@@ -46,7 +46,15 @@ def _over(step: StepImpact, now: datetime, zone: ZoneInfo) -> str:
 
 def sentence(step: StepImpact, impact: Impact, zone: ZoneInfo) -> str:
     """One step's impact, e.g. "step `how-it-may-work` changed (subject and body): 182 people will
-    receive the new version over the next 9 days, first on Thursday 3 December"."""
+    receive the new version over the next 9 days, first on Thursday 3 December". A step with a
+    condition says its count is at most that many, and why."""
+    said = _sentence(step, impact, zone)
+    if step.condition and step.people and step.kind != REMOVED:
+        return f"{said} (at most: it goes only to those its condition `{step.condition}` lets through when it falls due)"
+    return said
+
+
+def _sentence(step: StepImpact, impact: Impact, zone: ZoneInfo) -> str:
     now, name = impact.now, f"`{step.key}`"
     reach = _over(step, now, zone) if step.people else ""
     if step.kind == CHANGED:
