@@ -119,6 +119,10 @@ def configure(level: str, log_format: str = "text", *, with_process: bool = Fals
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+        # Whatever configured it before (an earlier server in this process, a dictConfig) is undone:
+        # its lines follow the root's level, through the root's handler.
+        uvicorn_logger.setLevel(logging.NOTSET)
+        uvicorn_logger.disabled = False
 
 
 def uvicorn_log_config() -> dict:

@@ -69,6 +69,9 @@ def test_a_traceback_stays_in_the_json_object_masked():
 def test_configure_installs_one_handler_and_routes_uvicorn_through_it(monkeypatch):
     root = logging.getLogger()
     before = list(root.handlers), root.level
+    # As an earlier server in the same process may leave it (uvicorn sets its own logger's level).
+    monkeypatch.setattr(logging.getLogger("uvicorn.error"), "level", logging.WARNING)
+    monkeypatch.setattr(logging.getLogger("uvicorn.error"), "disabled", True)
     try:
         configure("INFO", "json")
         configure("INFO", "json")  # again: replaced, not doubled
