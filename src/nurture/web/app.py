@@ -36,15 +36,15 @@ from nurture.feedback.tracking import Landings
 from nurture.group_commit import GroupCommit
 from nurture.people import subscribers
 from nurture.runtime import Runtime
+from nurture.sending.ratelimit import WindowLimiter
 from nurture.sending.tracked_links import Tracker
 from nurture.web.admin import mount_admin
-from nurture.web.rate_windows import RateWindows
 from nurture.web.bodies import BadRequest
 from nurture.web.dispatch import Dispatcher, DispatcherProcess
 from nurture.web.routes_consent import consent_router
 from nurture.web.routes_health import health_router
-from nurture.web.routes_metrics import metrics_router
 from nurture.web.routes_hooks import hooks_router
+from nurture.web.routes_metrics import metrics_router
 from nurture.web.routes_signup import privacy_router, signup_router
 from nurture.web.routes_tracking import tracking_router
 from nurture.web.site import HERE, Site, page_templates, wants_json
@@ -74,7 +74,7 @@ def create_app(runtime: Runtime, *, dispatch: bool = True, dispatch_process: boo
 
     signup_writer = GroupCommit(runtime.sessions, write_signups, after_commit=signups_committed,
                                 name="nurture-signups")
-    signups_per_client = RateWindows(runtime.sessions, "signup", *settings.subscribe_limit)  # for all web processes
+    signups_per_client = WindowLimiter(*settings.subscribe_limit)
     site = Site(runtime, clock, page_templates(settings), signups_per_client, signup_writer, dispatcher)
 
     @asynccontextmanager
