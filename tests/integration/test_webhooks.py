@@ -327,3 +327,31 @@ def test_an_imported_list_queues_subscribed_or_confirmed(runtime, tmp_path, vouc
     assert {(e["kind"], e["email"]) for e in events} == {
         ("confirmed" if vouched else "subscribed", address) for address in ("maria@example.com", "tom@example.com")}
     assert not any("María" in json.dumps(e, ensure_ascii=False) for e in events)  # never a name
+
+
+def test_a_signed_booking_queues_a_goal_event_for_a_subscriber_and_none_for_a_stranger(tmp_path, database_url):
+    from conftest import make_settings
+    from nurture.runtime import Runtime
+    from nurture.sending.transports import MemoryTransport
+    from nurture.webhook_signing import sign
+
+    secret = "booking-secret-for-the-goal-event"
+    rt = Runtime(make_settings(tmp_path, database_url, booking_webhook_secret=secret),
+                 transport_override=MemoryTransport())
+    try:
+        sid = confirmed(rt.sessions, "booker@example.com", T0)
+        endpoint_id, _ = register(rt, "http://127.0.0.1:9/unused", "goal")
+        with TestClient(create_app(rt, dispatch=False, clock=Clock(T0))) as client:
+            for email_address, booking_id in (("booker@example.com", "bk_1"), ("stranger@example.com", "bk_2"),
+                                              ("booker@example.com", "bk_1")):  # the last: a retried delivery
+                raw = json.dumps({"email": email_address, "id": booking_id}).encode()
+                answer = client.post("/hooks/booking", content=raw, headers={
+                    "content-type": "application/json", "Nurture-Signature": sign(secret, raw, T0)})
+                assert answer.status_code == 200, answer.text
+        events = bodies(rt)
+        assert [(e["kind"], e["subscriber_id"], e["email"], e["goal"]) for e in events] == [
+            ("goal", sid, "booker@example.com", "booked")]  # once; nothing for an address nobody subscribed with
+        with rt.sessions() as session:
+            assert list(session.scalars(select(WebhookDelivery.endpoint_id))) == [endpoint_id]
+    finally:
+        rt.close()

@@ -35,6 +35,7 @@ from nurture.message_key import SEQUENCE_PREFIX
 from nurture.models import NEVER, Goal, Subscriber
 from nurture.people.address_hashes import find_by_email, stored_hash
 from nurture.people.validation import InvalidInput
+from nurture.people.webhook_events import emit
 from nurture.sending import outbox
 
 BOOKED = "booked"
@@ -90,6 +91,8 @@ def record_booking(session: Session, booking: Booking, *, now: datetime) -> Goal
         return GoalRecorded(_existing(session, booking, values["email_hash"]), False, subscriber is not None,
                             False, 0)
     goal = session.get(Goal, goal_id)
+    if subscriber is not None:  # other systems hear of every new booking by a subscriber (webhooks out)
+        emit(session, "goal", now=now, subscriber_id=subscriber.id, email=subscriber.email, goal=BOOKED)
     if subscriber is None or _earlier_goals(session, subscriber.id, goal_id):
         return GoalRecorded(goal, True, subscriber is not None, False, 0)
     return GoalRecorded(goal, True, True, True, end_sequence(session, subscriber.id, now=now))
