@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import threading
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import expect
 
 from nurture.content.sequences import scan_templates
 from nurture.web.studio import create_studio_app
+
+from browser.studio_server import serving_studio
 
 from conftest import TEMPLATES, make_settings
 
@@ -41,32 +38,8 @@ def studio(tmp_path):
     templates = tmp_path / "emails"
     shutil.copytree(TEMPLATES, templates)
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}", templates_dir=str(templates))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_studio_app(settings)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="studio", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and thread.is_alive(), "the studio did not start"
-                time.sleep(0.05)
+    with serving_studio(create_studio_app(settings)) as url:
         yield Studio(url, templates)
-    finally:
-        app.state.close_streams()  # what `nurture studio` does on Ctrl-C: open pages' streams end
-        server.should_exit = True
-        started = time.monotonic()
-        thread.join(timeout=10)
-        sock.close()
-    assert not thread.is_alive(), "the studio did not shut down"
-    assert time.monotonic() - started < 4, "an /events stream held the shutdown up"
 
 
 def test_list_preview_and_live_validation(studio, new_page):

@@ -5,18 +5,15 @@ another template is saved, and has no accessibility violations (axe-core)."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import expect
 
 from nurture.migrate import upgrade
 from nurture.web.studio import create_studio_app
+
+from browser.studio_server import serving_studio
 
 from impact_population import NOW, build_population, checksum, edit
 
@@ -37,29 +34,8 @@ def population(tmp_path):
 @pytest.fixture
 def studio_url(population):
     rt, _ = population
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_studio_app(rt.settings, clock=lambda: NOW)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="studio", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and thread.is_alive(), "the studio did not start"
-                time.sleep(0.05)
+    with serving_studio(create_studio_app(rt.settings, clock=lambda: NOW)) as url:
         yield url
-    finally:
-        app.state.close_streams()
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def test_the_impact_panel_says_what_an_edit_does_and_follows_the_files(population, studio_url, new_page):
