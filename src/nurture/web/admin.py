@@ -48,6 +48,7 @@ DAYS_CHART = 30
 LIST_LIMIT = 15
 UNVERIFIED_LIMIT = 5  # a few, to show that forgeries arrive and why they were not believed
 UNMATCHED_LIMIT = 5  # the latest bookings for addresses nobody subscribed with (a typo, another address)
+WEBHOOK_LOG_PER_ENDPOINT = 10
 _FAILURES_PER_MINUTE = 10
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -157,7 +158,10 @@ def admin_router(runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) ->
             waiting = reports.upcoming(session, now=now, limit=LIST_LIMIT)
             queue = reports.queue_counts(session, now=now)
             unverified, unverified_total = bounces.recent_unverified(session, UNVERIFIED_LIMIT)
-            webhooks, webhook_log = webhook_endpoints.statuses(session), webhook_endpoints.recent_attempts(session)
+            webhooks = webhook_endpoints.statuses(session)
+            # The latest deliveries of each endpoint, so one that keeps failing never hides the others'.
+            webhook_log = sorted((attempt for endpoint in webhooks for attempt in webhook_endpoints.recent_attempts(
+                session, endpoint_id=endpoint.id, limit=WEBHOOK_LOG_PER_ENDPOINT)), key=lambda a: a.at, reverse=True)
             unmatched = goals.unmatched(session, limit=UNMATCHED_LIMIT)
             broken = [_Broken(b, fixed=_renders_now(runtime, b.template))
                       for b in reports.broken_templates(session, settings.templates_dir)]
