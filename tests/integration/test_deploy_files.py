@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 
 from conftest import ROOT
 from nurture.config import ConfigError, Settings, load_settings
+from .test_server_options import wait_for
 
 DEPLOY = ROOT / "deploy"
 UNITS = ("nurture-web.service", "nurture-scheduler@.service", "nurture.service")
@@ -245,22 +246,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait(url: str, process: subprocess.Popen, log: Path):
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            return httpx.get(url, timeout=1)
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"{url} did not answer within 30 s:\n{log.read_text()}")
-
-
 def test_through_the_caddyfile_a_client_cannot_name_itself_with_x_forwarded_for(tmp_path):
     """The shipped Caddyfile, served over plain HTTP on a free port (no certificate here), in front
     of `nurture serve` with the example's NURTURE_TRUSTED_PROXIES: a made-up X-Forwarded-For does
@@ -293,9 +278,9 @@ def test_through_the_caddyfile_a_client_cannot_name_itself_with_x_forwarded_for(
         caddy = subprocess.Popen([tool, "run", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
                                  cwd=tmp_path, env=env, stdout=caddy_log, stderr=subprocess.STDOUT)
     try:
-        _wait(f"http://127.0.0.1:{app_port}/healthz", app, logs[0])
+        wait_for(f"http://127.0.0.1:{app_port}/healthz", app, logs[0])
         base = f"http://127.0.0.1:{proxy_port}"
-        page = _wait(f"{base}/", caddy, logs[1])
+        page = wait_for(f"{base}/", caddy, logs[1])
         assert page.status_code == 200 and "<form" in page.text
         assert page.headers["strict-transport-security"] == "max-age=31536000"
         assert httpx.get(f"{base}/studio", timeout=10).status_code == 404

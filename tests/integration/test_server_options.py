@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from conftest import SECRET, TEMPLATES
+from .test_scheduler_process import assert_stopped_mid_pass
 
 
 def free_port() -> int:
@@ -165,15 +166,11 @@ def test_run_stopped_by_sigterm_finishes_the_message_in_flight_and_releases_the_
                                                                                      smtp_server):
     """As `nurture scheduler` does (test_scheduler_process.py): uvicorn re-raises the SIGTERM it
     handled, which must not end `nurture run` before its scheduler has stopped cleanly."""
-    from collections import Counter
     from datetime import datetime, timedelta, timezone
-
-    from sqlalchemy import func, select
 
     from factories import bulk_confirmed
     from nurture.db import make_engine, session_factory
     from nurture.migrate import upgrade
-    from nurture.models import OutboxMessage, OutboxState
 
     upgrade(database_url)
     sessions = session_factory(make_engine(database_url))
@@ -187,11 +184,4 @@ def test_run_stopped_by_sigterm_finishes_the_message_in_flight_and_releases_the_
         time.sleep(0.01)
     assert stop(process) == 0, log.read_text()
     assert "stopping (signal 15): finishing the message in flight" in log.read_text()
-    with sessions() as session:
-        states = Counter(dict(session.execute(
-            select(OutboxMessage.state, func.count())
-            .where(OutboxMessage.key.startswith("seq:")).group_by(OutboxMessage.state)).all()))
-    received = Counter(m.rcpt_tos[0] for m in smtp_server.handler.messages)
-    assert states[OutboxState.sending] == 0  # nothing left claimed
-    assert 0 < states[OutboxState.sent] < 300 and states[OutboxState.queued] == 300 - states[OutboxState.sent]
-    assert len(received) == states[OutboxState.sent] and max(received.values()) == 1
+    assert_stopped_mid_pass(sessions, smtp_server)
